@@ -1,0 +1,3 @@
+"""fwsiem models: features, online detectors, batch models, recommendation algorithms."""
+
+from __future__ import annotations
