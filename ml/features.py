@@ -1,0 +1,337 @@
+"""Per-window, per-entity features built from engine-side aggregations (never raw events)."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+#: The entity types scored every window: the field that names an entity and the features.
+ENTITY_FIELDS: dict[str, str] = {
+    "source": "source.ip",
+    "service": "destination.ip",
+    "rule": "rule.id",
+    "host": "observer.hostname",
+}
+
+FEATURES: dict[str, tuple[str, ...]] = {
+    "source": ("events", "dst_ips", "dst_ports", "denied_share", "bytes_out", "packets_out",
+               "new_peer_share"),
+    "service": ("events", "src_ips", "packets", "bytes", "failed_share"),
+    "rule": ("hits", "denied_share"),
+    "host": ("events", "denied"),
+}
+
+#: Features that are shares in [0, 1]; all others are counts or volumes.
+SHARE_FEATURES = frozenset({"denied_share", "new_peer_share", "failed_share"})
+
+DENIED = {"term": {"event.type": "denied"}}
+#: An attempt that did not become a conversation: denied, SYN only, or a tiny TCP flow.
+FAILED = {
+    "bool": {
+        "should": [
+            DENIED,
+            {"term": {"nsx.dfw.tcp_flags": "S"}},
+            {"bool": {"filter": [{"term": {"network.transport": "tcp"}},
+                                 {"range": {"network.packets": {"lte": 2}}}]}},
+        ],
+        "minimum_should_match": 1,
+    }
+}
+
+
+def window_query(start_ms: int, end_ms: int, extra: Sequence[dict] = ()) -> dict:
+    """Query DSL for the events of the window ``[start_ms, end_ms)`` (epoch milliseconds).
+
+    Examples
+    --------
+    >>> window_query(0, 60000)["bool"]["filter"][0]["range"]["@timestamp"]["lt"]
+    60000
+    """
+    rng = {"range": {"@timestamp": {"gte": start_ms, "lt": end_ms, "format": "epoch_millis"}}}
+    return {"bool": {"filter": [rng, *extra]}}
+
+
+def partition_include(partition: int, num_partitions: int) -> dict | None:
+    """The ``include`` clause of a terms aggregation for one hash partition (``None`` for 0/1)."""
+    if num_partitions <= 1:
+        return None
+    return {"partition": int(partition), "num_partitions": int(num_partitions)}
+
+
+def cardinality_aggs() -> dict:
+    """One request that estimates how many entities of each type the window holds.
+
+    Examples
+    --------
+    >>> sorted(cardinality_aggs())
+    ['host', 'rule', 'service', 'source']
+    """
+    return {name: {"cardinality": {"field": field, "precision_threshold": 3000}}
+            for name, field in ENTITY_FIELDS.items()}
+
+
+def sub_partitions(cardinality: int, workers: int, size: int, slack: float = 1.3) -> int:
+    """How many hash sub-partitions each worker needs so that one terms request fits ``size``.
+
+    Worker ``I`` of ``N`` asks for partitions ``I, I+N, I+2N, ...`` of ``N * k``; since
+    ``h mod (N*k) mod N == h mod N`` those are exactly the entities of its own partition.
+
+    Examples
+    --------
+    >>> sub_partitions(100, 1, 5000), sub_partitions(12000, 2, 5000)
+    (1, 2)
+    """
+    return max(1, math.ceil(cardinality * slack / max(1, workers) / max(1, size)))
+
+
+def entity_aggs(entity_type: str, *, size: int, include: dict | None = None,
+                peer_sample: int = 10, ports_per_service: int = 20) -> dict:
+    """The aggregation that yields the features of every entity of ``entity_type``.
+
+    Examples
+    --------
+    >>> a = entity_aggs("source", size=100, include={"partition": 0, "num_partitions": 2})
+    >>> a["entities"]["terms"]["field"], a["entities"]["terms"]["include"]["num_partitions"]
+    ('source.ip', 2)
+    """
+    terms: dict = {"field": ENTITY_FIELDS[entity_type], "size": size}
+    if include is not None:
+        terms["include"] = include
+    if entity_type == "source":
+        sub = {
+            "dst_ips": {"cardinality": {"field": "destination.ip"}},
+            "dst_ports": {"cardinality": {"field": "destination.port"}},
+            "denied": {"filter": DENIED},
+            "bytes_out": {"sum": {"field": "source.bytes"}},
+            "packets_out": {"sum": {"field": "source.packets"}},
+            "peers": {"terms": {"field": "destination.ip", "size": peer_sample}},
+        }
+    elif entity_type == "service":
+        sub = {"ports": {"terms": {"field": "destination.port", "size": ports_per_service},
+                         "aggs": {
+                             "src_ips": {"cardinality": {"field": "source.ip"}},
+                             "packets": {"sum": {"field": "network.packets"}},
+                             "bytes": {"sum": {"field": "network.bytes"}},
+                             "failed": {"filter": FAILED},
+                         }}}
+    elif entity_type in ("rule", "host"):
+        sub = {"denied": {"filter": DENIED}}
+    else:
+        raise ValueError(f"unknown entity type {entity_type!r}")
+    return {"entities": {"terms": terms, "aggs": sub}}
+
+
+def _key(bucket: Mapping) -> str:
+    return str(bucket.get("key_as_string", bucket["key"]))
+
+
+def _value(agg: Mapping | None) -> float:
+    if not agg:
+        return 0.0
+    value = agg.get("value")
+    return float(value) if value is not None else 0.0
+
+
+def entity_rows(entity_type: str, aggregations: Mapping) -> list[tuple[str, dict]]:
+    """Turn the response of :func:`entity_aggs` into ``(entity, features)`` rows, sorted.
+
+    ``new_peer_share`` of a source is left at 0 here: it needs memory across windows,
+    which :class:`PeerMemory` keeps. The sampled peers are returned under ``"_peers"``.
+
+    Examples
+    --------
+    >>> resp = {"entities": {"buckets": [{"key": "10.0.0.1", "doc_count": 4,
+    ...     "denied": {"doc_count": 1}}]}}
+    >>> entity_rows("rule", resp)
+    [('10.0.0.1', {'hits': 4.0, 'denied_share': 0.25})]
+    """
+    rows: list[tuple[str, dict]] = []
+    for bucket in aggregations.get("entities", {}).get("buckets", []):
+        entity, n = _key(bucket), float(bucket["doc_count"])
+        if entity_type == "source":
+            rows.append((entity, {
+                "events": n,
+                "dst_ips": _value(bucket.get("dst_ips")),
+                "dst_ports": _value(bucket.get("dst_ports")),
+                "denied_share": bucket.get("denied", {}).get("doc_count", 0) / n if n else 0.0,
+                "bytes_out": _value(bucket.get("bytes_out")),
+                "packets_out": _value(bucket.get("packets_out")),
+                "new_peer_share": 0.0,
+                "_peers": [_key(b) for b in bucket.get("peers", {}).get("buckets", [])],
+            }))
+        elif entity_type == "service":
+            for port in bucket.get("ports", {}).get("buckets", []):
+                m = float(port["doc_count"])
+                rows.append((f"{entity}:{_key(port)}", {
+                    "events": m,
+                    "src_ips": _value(port.get("src_ips")),
+                    "packets": _value(port.get("packets")),
+                    "bytes": _value(port.get("bytes")),
+                    "failed_share": port.get("failed", {}).get("doc_count", 0) / m if m else 0.0,
+                }))
+        elif entity_type == "rule":
+            rows.append((entity, {
+                "hits": n,
+                "denied_share": bucket.get("denied", {}).get("doc_count", 0) / n if n else 0.0,
+            }))
+        elif entity_type == "host":
+            rows.append((entity, {
+                "events": n, "denied": float(bucket.get("denied", {}).get("doc_count", 0))}))
+        else:
+            raise ValueError(f"unknown entity type {entity_type!r}")
+    rows.sort(key=lambda r: r[0])
+    return rows
+
+
+def truncated(aggregations: Mapping) -> int:
+    """Documents a terms request left out (``sum_other_doc_count``): > 0 means raise size."""
+    return int(aggregations.get("entities", {}).get("sum_other_doc_count", 0) or 0)
+
+
+class PeerMemory:
+    """Bounded memory of the peers each entity has talked to, for ``new_peer_share``.
+
+    Keeps at most ``max_peers`` peers per entity and ``max_entities`` entities (least
+    recently seen are forgotten first), so memory stays bounded at any scale.
+
+    Examples
+    --------
+    >>> m = PeerMemory()
+    >>> m.observe("a", ["x", "y"]), m.observe("a", ["x", "z"])
+    (1.0, 0.5)
+    """
+
+    def __init__(self, max_peers: int = 64, max_entities: int = 200_000) -> None:
+        self.max_peers = max_peers
+        self.max_entities = max_entities
+        self._seen: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
+
+    def observe(self, entity: str, peers: Iterable[str]) -> float:
+        """Share of ``peers`` never seen before for ``entity``; then remember them."""
+        peers = list(peers)
+        if not peers:
+            return 0.0
+        seen = self._seen.get(entity)
+        if seen is None:
+            seen = self._seen[entity] = OrderedDict()
+            if len(self._seen) > self.max_entities:
+                self._seen.popitem(last=False)
+        else:
+            self._seen.move_to_end(entity)
+        new = 0
+        for p in peers:
+            if p in seen:
+                seen.move_to_end(p)
+            else:
+                new += 1
+                seen[p] = None
+                if len(seen) > self.max_peers:
+                    seen.popitem(last=False)
+        return new / len(peers)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def apply_peer_memory(rows: list[tuple[str, dict]], memory: PeerMemory) -> list[tuple[str, dict]]:
+    """Fill ``new_peer_share`` of source rows from ``memory`` and drop the ``_peers`` sample.
+
+    Examples
+    --------
+    >>> rows = [("a", {"new_peer_share": 0.0, "_peers": ["x"]})]
+    >>> apply_peer_memory(rows, PeerMemory())
+    [('a', {'new_peer_share': 1.0})]
+    """
+    out = []
+    for entity, feats in rows:
+        feats = dict(feats)
+        peers = feats.pop("_peers", None)
+        if peers is not None:
+            feats["new_peer_share"] = memory.observe(entity, peers)
+        out.append((entity, feats))
+    return out
+
+
+# --- seed 003: global per-port vectors -------------------------------------------------------
+
+def top_ports_aggs(n: int = 15) -> dict:
+    """Top ``n`` source and destination ports by packets (the vector's fixed port set).
+
+    Examples
+    --------
+    >>> top_ports_aggs(3)["dst"]["terms"]["size"]
+    3
+    """
+    order = {"packets": "desc"}
+    sub = {"packets": {"sum": {"field": "network.packets", "missing": 1}}}
+    return {"src": {"terms": {"field": "source.port", "size": n, "order": order}, "aggs": sub},
+            "dst": {"terms": {"field": "destination.port", "size": n, "order": order},
+                    "aggs": sub}}
+
+
+def top_ports(aggregations: Mapping) -> tuple[list[int], list[int]]:
+    """The ``(source ports, destination ports)`` of a :func:`top_ports_aggs` response.
+
+    Examples
+    --------
+    >>> top_ports({"src": {"buckets": [{"key": 53}]}, "dst": {"buckets": [{"key": 443}]}})
+    ([53], [443])
+    """
+    return ([int(b["key"]) for b in aggregations["src"]["buckets"]],
+            [int(b["key"]) for b in aggregations["dst"]["buckets"]])
+
+
+def port_vector_aggs(src_ports: Sequence[int], dst_ports: Sequence[int]) -> dict:
+    """Packets and distinct peers per fixed port, as one ``filters`` aggregation.
+
+    Examples
+    --------
+    >>> sorted(port_vector_aggs([53], [443])["ports"]["filters"]["filters"])
+    ['dst:443', 'src:53']
+    """
+    filters = {f"src:{p}": {"term": {"source.port": p}} for p in src_ports}
+    filters.update({f"dst:{p}": {"term": {"destination.port": p}} for p in dst_ports})
+    return {"ports": {"filters": {"filters": filters}, "aggs": {
+        "packets": {"sum": {"field": "network.packets", "missing": 1}},
+        "src_peers": {"cardinality": {"field": "source.ip"}},
+        "dst_peers": {"cardinality": {"field": "destination.ip"}},
+    }}}
+
+
+def port_vector_names(src_ports: Sequence[int], dst_ports: Sequence[int]) -> list[str]:
+    """Names of the vector's dimensions, in order: pps then peers, source ports first.
+
+    Examples
+    --------
+    >>> port_vector_names([53], [443])
+    ['pps:src:53', 'pps:dst:443', 'peers:src:53', 'peers:dst:443']
+    """
+    keys = [f"src:{p}" for p in src_ports] + [f"dst:{p}" for p in dst_ports]
+    return [f"pps:{k}" for k in keys] + [f"peers:{k}" for k in keys]
+
+
+def port_vector(aggregations: Mapping, src_ports: Sequence[int], dst_ports: Sequence[int],
+                seconds: float) -> np.ndarray:
+    """Seed 003's vector: packets per second and distinct peers for each fixed port.
+
+    A source port's peers are distinct destination IPs; a destination port's, distinct
+    source IPs. Ports absent from the window count 0.
+
+    Examples
+    --------
+    >>> resp = {"ports": {"buckets": {"dst:22": {"doc_count": 6, "packets": {"value": 120},
+    ...     "src_peers": {"value": 3}, "dst_peers": {"value": 1}}}}}
+    >>> port_vector(resp, [], [22], 60.0).tolist()
+    [2.0, 3.0]
+    """
+    buckets = aggregations.get("ports", {}).get("buckets", {})
+    keys = [("src", p) for p in src_ports] + [("dst", p) for p in dst_ports]
+    pps, peers = [], []
+    for side, p in keys:
+        b = buckets.get(f"{side}:{p}", {})
+        pps.append(_value(b.get("packets")) / seconds if b.get("doc_count") else 0.0)
+        peers.append(_value(b.get("dst_peers" if side == "src" else "src_peers")))
+    return np.asarray(pps + peers, dtype=float)
