@@ -1,0 +1,175 @@
+"""Install what fwsiem needs in the cluster: index templates, indices and ingest pipelines."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from plugin.config import Config
+from plugin.errors import EngineRequestError
+from plugin.store import Store, dumps
+
+DEFAULT_DEADLETTER = "fwsiem-deadletter"
+# template file stem -> (config key of the index or pattern, is it a pattern already)
+TEMPLATE_TARGETS = {
+    "fwsiem-events": ("events_pattern", True),
+    "fwsiem-deadletter": ("deadletter", False),
+    "fwsiem-anomalies": ("anomalies", False),
+    "fwsiem-recommendations": ("recommendations", False),
+    "fwsiem-models": ("models", False),
+    "fwsiem-state": ("state", False),
+    "fwsiem-rules": ("rules", False),
+}
+PLAIN_INDICES = ("deadletter", "anomalies", "recommendations", "models", "state", "rules")
+
+
+@dataclass
+class Asset:
+    kind: str  # "template" | "pipeline" | "index"
+    name: str
+    body: dict
+    source: str
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(dumps(self.body).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Outcome:
+    kind: str
+    name: str
+    status: str  # created | updated | unchanged | ok | missing | differs | skipped
+    detail: str = ""
+
+
+def asset_dir(name: str) -> Path:
+    """A packaged asset folder (``templates``, ``ingest_pipelines``, ``kibana_saved_objects``...)."""
+    return Path(str(resources.files("plugin").joinpath("assets", name)))
+
+
+def pipeline_files() -> list[Path]:
+    return sorted(p for p in asset_dir("ingest_pipelines").glob("*.json") if not p.name.startswith("test-"))
+
+
+def processors_used(body: dict) -> set[str]:
+    """Every processor type a pipeline uses, on_failure handlers included.
+
+    >>> sorted(processors_used({"processors": [{"grok": {}}, {"set": {"on_failure": [{"fail": {}}]}}]}))
+    ['fail', 'grok', 'set']
+    """
+    found: set[str] = set()
+
+    def walk(procs):
+        for proc in procs or []:
+            for ptype, conf in proc.items():
+                found.add(ptype)
+                if isinstance(conf, dict):
+                    walk(conf.get("on_failure"))
+                    if ptype == "foreach" and isinstance(conf.get("processor"), dict):
+                        walk([conf["processor"]])
+
+    walk(body.get("processors"))
+    walk(body.get("on_failure"))
+    return found
+
+
+def _retarget_deadletter(body: dict, index: str) -> dict:
+    if index == DEFAULT_DEADLETTER:
+        return body
+    text = json.dumps(body).replace(f'"{DEFAULT_DEADLETTER}"', json.dumps(index))
+    return json.loads(text)
+
+
+def desired_assets(config: Config) -> list[Asset]:
+    assets: list[Asset] = []
+    for path in sorted(asset_dir("templates").glob("*.json")):
+        body = json.loads(path.read_text())
+        key, is_pattern = TEMPLATE_TARGETS[path.stem]
+        target = config.index(key)
+        body["index_patterns"] = [target if is_pattern else f"{target}*"]
+        assets.append(Asset("template", path.stem, body, str(path)))
+    deadletter = config.index("deadletter")
+    for path in pipeline_files():
+        body = _retarget_deadletter(json.loads(path.read_text()), deadletter)
+        assets.append(Asset("pipeline", path.stem, body, str(path)))
+    for key in PLAIN_INDICES:
+        assets.append(Asset("index", config.index(key), {}, f"[indices] {key}"))
+    return assets
+
+
+def _installed_digest(store: Store, asset: Asset) -> str | None:
+    """The digest recorded on the installed asset, '' when present but different, None if absent."""
+    if asset.kind == "template":
+        got = store.get_index_template(asset.name)
+        if got is None:
+            return None
+        return (got.get("_meta") or {}).get("fwsiem_digest", "")
+    if asset.kind == "pipeline":
+        got = store.get_pipeline(asset.name)
+        if got is None:
+            return None
+        return asset.digest if got == asset.body else ""
+    return asset.digest if store.exists(asset.name) else None
+
+
+def _put(store: Store, asset: Asset) -> None:
+    if asset.kind == "template":
+        body = copy.deepcopy(asset.body)
+        body.setdefault("_meta", {})["fwsiem_digest"] = asset.digest
+        store.put_index_template(asset.name, body)
+    elif asset.kind == "pipeline":
+        store.put_pipeline(asset.name, asset.body)
+    else:
+        store.create_index(asset.name)
+
+
+def run_setup(store: Store, config: Config, *, check: bool = False, skip_pipelines: bool = False,
+              only: set[str] | None = None) -> list[Outcome]:
+    """Install (or with ``check`` only compare) every asset; unchanged assets are not touched.
+
+    Pipelines that need processors the cluster lacks are refused up front with the list of what
+    is missing, unless ``skip_pipelines``.
+    """
+    outcomes: list[Outcome] = []
+    available = store.ingest_processors()
+    assets = [a for a in desired_assets(config) if not only or a.kind in only]
+    # Templates first, so indices created next pick up their mappings.
+    assets.sort(key=lambda a: {"template": 0, "pipeline": 1, "index": 2}[a.kind])
+    unsupported: dict[str, set[str]] = {}
+    for asset in assets:
+        if asset.kind == "pipeline":
+            missing = processors_used(asset.body) - available
+            if missing:
+                unsupported[asset.name] = missing
+    if unsupported and not skip_pipelines and not check:
+        needed = sorted(set().union(*unsupported.values()))
+        raise EngineRequestError(
+            f"{store.safe_url} ({store.flavor} {store.version}) lacks the ingest processors "
+            f"{', '.join(needed)} that {len(unsupported)} fwsiem pipelines need",
+            hint="every standard Elasticsearch and OpenSearch distribution has them (module "
+                 "ingest-common); use such a cluster, or --skip-pipelines to install the rest")
+    for asset in assets:
+        if asset.kind == "pipeline" and asset.name in unsupported and skip_pipelines:
+            outcomes.append(Outcome(asset.kind, asset.name, "skipped",
+                                    "cluster lacks " + ", ".join(sorted(unsupported[asset.name]))))
+            continue
+        have = _installed_digest(store, asset)
+        if check:
+            if have is None:
+                outcomes.append(Outcome(asset.kind, asset.name, "missing", asset.source))
+            elif have != asset.digest:
+                outcomes.append(Outcome(asset.kind, asset.name, "differs", asset.source))
+            else:
+                outcomes.append(Outcome(asset.kind, asset.name, "ok"))
+            continue
+        if have == asset.digest:
+            outcomes.append(Outcome(asset.kind, asset.name, "unchanged"))
+            continue
+        _put(store, asset)
+        outcomes.append(Outcome(asset.kind, asset.name, "created" if have is None else "updated"))
+    return outcomes
