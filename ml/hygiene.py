@@ -47,6 +47,8 @@ class Service:
         if t in ("", "any", "*"):
             return cls()
         proto, _, ports = t.partition("/")
+        if proto == "proto":  # an IP protocol number, e.g. proto/50
+            return cls(_PROTO.get(ports, ports))
         proto = _PROTO.get(proto, proto)
         if proto in ("any", "*"):
             proto = None
