@@ -317,7 +317,9 @@ class WindowDetector:
                           "deviation": v} for k, v in top if v > 0],
                         self.name))
                     alerted = True
-            self.quantile.update(score)
+            if self.windows_seen >= self.warmup_windows // 2:
+                # the first scores of a young model are erratic: keep them out of the threshold
+                self.quantile.update(score)
             self.model.learn_one(x)
             if not alerted:
                 self.baselines.update(entity, x)

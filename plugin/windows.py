@@ -1,0 +1,339 @@
+"""The window loop of `fwsiem run`: tumbling windows, features from aggregations, detectors."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ml import features as F
+from ml.autoencoder import PortVectorAutoencoder
+from ml.detectors import Finding, WindowDetector, severity_of
+from plugin.anomalies import active_suppressions, anomaly_actions, anomaly_document
+from plugin.checkpoint import (
+    Checkpoint,
+    OutageRetry,
+    load_checkpoint,
+    next_chain,
+    save_checkpoint,
+)
+from plugin.config import parse_duration
+from plugin.errors import ConfigError, EngineRequestError
+
+log = logging.getLogger(__name__)
+
+AE_DETECTOR = "window.ports.autoencoder"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The ``[run]`` configuration, with defaults for keys that are missing."""
+
+    window_ms: int = 60_000
+    lag_ms: int = 30_000
+    poll_s: float = 10.0
+    warmup_windows: int = 60
+    detector: str = "loda"
+    quantile: float = 0.99
+    levels: tuple = (4.0, 6.0, 10.0, 20.0)
+    entity_types: tuple = ("source", "service", "rule", "host")
+    max_buckets: int = 5000
+    peer_sample: int = 10
+    ports_per_service: int = 20
+    top_ports: int = 15
+    autoencoder: bool = True
+    ae_levels: tuple = (1.0, 2.0, 4.0, 8.0)
+    ae_retrain_windows: int = 360
+    ae_history_windows: int = 1440
+    feedback_ttl_s: float = 7 * 86400
+    retry_max_s: float = 30.0
+    seed: int = 42
+
+    @classmethod
+    def from_config(cls, config) -> RunSettings:
+        run = config.section("run")
+        d = cls()
+
+        def dur(key, default_ms):
+            return int(parse_duration(run[key]) * 1000) if key in run else default_ms
+
+        kw = dict(
+            window_ms=dur("window", d.window_ms), lag_ms=dur("lag", d.lag_ms),
+            poll_s=dur("poll_interval", int(d.poll_s * 1000)) / 1000,
+            warmup_windows=int(run.get("warmup_windows", d.warmup_windows)),
+            detector=str(run.get("detector", d.detector)),
+            quantile=float(run.get("quantile", d.quantile)),
+            levels=tuple(float(v) for v in run.get("severity_levels", d.levels)),
+            entity_types=tuple(run.get("entity_types", d.entity_types)),
+            max_buckets=int(run.get("max_buckets", d.max_buckets)),
+            peer_sample=int(run.get("peer_sample", d.peer_sample)),
+            ports_per_service=int(run.get("ports_per_service", d.ports_per_service)),
+            top_ports=int(run.get("top_ports", d.top_ports)),
+            autoencoder=bool(run.get("autoencoder", d.autoencoder)),
+            ae_levels=tuple(float(v) for v in run.get("autoencoder_levels", d.ae_levels)),
+            ae_retrain_windows=int(run.get("autoencoder_retrain_windows", d.ae_retrain_windows)),
+            ae_history_windows=int(run.get("autoencoder_history_windows", d.ae_history_windows)),
+            feedback_ttl_s=parse_duration(run.get("feedback_ttl", "7d")),
+            retry_max_s=parse_duration(run.get("retry_max", "30s")),
+            seed=int(run.get("seed", d.seed)),
+        )
+        unknown = set(kw["entity_types"]) - set(F.ENTITY_FIELDS)
+        if unknown:
+            raise ConfigError(f"[run] entity_types has unknown types {sorted(unknown)}",
+                              hint=f"use some of {sorted(F.ENTITY_FIELDS)}")
+        if kw["window_ms"] <= 0:
+            raise ConfigError("[run] window must be positive", hint="e.g. window = \"60s\"")
+        return cls(**kw)
+
+
+@dataclass
+class RunState:
+    """Everything a worker learns; pickled into its checkpoint after every window."""
+
+    detectors: dict
+    peers: F.PeerMemory
+    src_ports: list = field(default_factory=list)
+    dst_ports: list = field(default_factory=list)
+    vectors: deque = field(default_factory=deque)
+    autoencoder: PortVectorAutoencoder | None = None
+    ae_windows: int = 0
+
+
+def parse_partition(text: str) -> tuple[int, int]:
+    """``"I/N"`` to ``(I, N)`` with ``0 <= I < N``."""
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--partition {text!r} is not I/N", hint="e.g. --partition 0/2") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--partition {text!r}: need 0 <= I < N", hint="e.g. 0/2 and 1/2")
+    return i, n
+
+
+def window_bounds(from_ms: int, to_ms: int, window_ms: int) -> Iterator[tuple[int, int]]:
+    """Windows aligned on multiples of ``window_ms`` that lie inside ``[from_ms, to_ms)``.
+
+    >>> list(window_bounds(30_000, 200_000, 60_000))
+    [(60000, 120000), (120000, 180000)]
+    """
+    start = -(-from_ms // window_ms) * window_ms
+    while start + window_ms <= to_ms:
+        yield start, start + window_ms
+        start += window_ms
+
+
+class WindowRunner:
+    """Processes windows for one worker (``partition`` of ``partitions``)."""
+
+    def __init__(self, store, config, partition: int = 0, partitions: int = 1,
+                 settings: RunSettings | None = None,
+                 stop: Callable[[], bool] = lambda: False) -> None:
+        self.store = store
+        self.config = config
+        self.partition, self.partitions = partition, partitions
+        self.s = settings or RunSettings.from_config(config)
+        self.events = config.index("events_pattern")
+        self.anomalies = config.index("anomalies")
+        self.state_index = config.index("state")
+        self.stop = stop
+        self.retry = OutageRetry(store.safe_url, maximum=self.s.retry_max_s, stop=stop)
+        self.cp: Checkpoint | None = None
+        self.anomalies_written = 0
+
+    # -- state --------------------------------------------------------------------------------
+    def new_state(self) -> RunState:
+        dets = {t: WindowDetector(t, F.FEATURES[t], kind=self.s.detector, q=self.s.quantile,
+                                  warmup_windows=self.s.warmup_windows, levels=self.s.levels,
+                                  seed=self.s.seed)
+                for t in self.s.entity_types}
+        return RunState(dets, F.PeerMemory(), vectors=deque(maxlen=self.s.ae_history_windows))
+
+    def load(self) -> Checkpoint | None:
+        cp = self.retry("reading the checkpoint", lambda: load_checkpoint(
+            self.store, self.state_index, self.partition, self.partitions))
+        if cp is not None and cp.window_ms != self.s.window_ms:
+            raise ConfigError(
+                f"the checkpoint in {self.state_index} was made with {cp.window_ms / 1000:g} s "
+                f"windows, the configuration says {self.s.window_ms / 1000:g} s",
+                hint="keep [run] window, or delete the checkpoint to start the models afresh")
+        self.cp = cp
+        return cp
+
+    @property
+    def uses_ports(self) -> bool:
+        return self.s.autoencoder and self.partition == 0
+
+    # -- reads --------------------------------------------------------------------------------
+    def choose_ports(self, start_ms: int, horizon_ms: int) -> tuple[list, list]:
+        span = self.s.warmup_windows * self.s.window_ms
+        q = F.window_query(start_ms - span, min(start_ms + span, horizon_ms))
+        aggs = self.store.aggregate(self.events, F.top_ports_aggs(self.s.top_ports), query=q)
+        return F.top_ports(aggs)
+
+    def read_window(self, start_ms: int, end_ms: int, state: RunState) -> dict:
+        """Every engine read a window needs; no state is changed here (safe to retry)."""
+        q = F.window_query(start_ms, end_ms)
+        aggs = F.cardinality_aggs()
+        if self.uses_ports and state.src_ports + state.dst_ports:
+            aggs.update(F.port_vector_aggs(state.src_ports, state.dst_ports))
+        head = self.store.aggregate(self.events, aggs, query=q)
+        rows: dict[str, list] = {}
+        for etype in self.s.entity_types:
+            card = int(head.get(etype, {}).get("value", 0) or 0)
+            if card == 0:
+                rows[etype] = []
+                continue
+            k = F.sub_partitions(card, self.partitions, self.s.max_buckets)
+            out: list = []
+            for j in range(k):
+                include = F.partition_include(self.partition + self.partitions * j,
+                                              self.partitions * k)
+                resp = self.store.aggregate(self.events, F.entity_aggs(
+                    etype, size=self.s.max_buckets, include=include,
+                    peer_sample=self.s.peer_sample,
+                    ports_per_service=self.s.ports_per_service), query=q)
+                if F.truncated(resp):
+                    log.warning("window %s: %s entities truncated (%d events left out); raise "
+                                "[run] max_buckets", start_ms, etype, F.truncated(resp))
+                out.extend(F.entity_rows(etype, resp))
+            out.sort(key=lambda r: r[0])
+            rows[etype] = out
+        vector = None
+        if "ports" in head:
+            vector = F.port_vector(head, state.src_ports, state.dst_ports,
+                                   (end_ms - start_ms) / 1000)
+        suppressed = active_suppressions(self.store, self.anomalies, start_ms,
+                                         self.s.feedback_ttl_s)
+        return {"rows": rows, "vector": vector, "suppressed": suppressed,
+                "events": int(head.get("_total", 0))}
+
+    # -- compute ------------------------------------------------------------------------------
+    def detect(self, start_ms: int, end_ms: int, data: dict, state: RunState) -> list[dict]:
+        """Score and learn the window; returns the anomaly documents (changes ``state``)."""
+        part = f"{self.partition}/{self.partitions}"
+        docs = []
+        for etype, rows in data["rows"].items():
+            det: WindowDetector = state.detectors[etype]
+            if etype == "source":
+                rows = F.apply_peer_memory(rows, state.peers)
+            sup = {e: feats for (d, t, e), feats in data["suppressed"].items()
+                   if d == det.name and t == etype}
+            for f in det.process(rows, suppressed=sup):
+                docs.append(anomaly_document(f, start_ms, end_ms, kind=det.kind, partition=part))
+        if data["vector"] is not None:
+            doc = self._autoencoder_window(start_ms, end_ms, data["vector"], state,
+                                           data["suppressed"])
+            if doc:
+                docs.append(doc)
+        return docs
+
+    def _autoencoder_window(self, start_ms, end_ms, vector, state: RunState, suppressed):
+        names = F.port_vector_names(state.src_ports, state.dst_ports)
+        doc = None
+        ae = state.autoencoder
+        flagged = False
+        if ae is not None:
+            err = float(ae.reconstruction_error(vector[None, :])[0])
+            ratio = err / ae.threshold_ if ae.threshold_ > 0 else math.inf
+            sev = severity_of(ratio, self.s.ae_levels)
+            per_dim = ae.feature_errors(vector[None, :])[0]
+            top = np.argsort(-per_dim)[:3]
+            recon = ae.mlp_.predict(ae._inputs(vector[None, :]))
+            expected = np.expm1(ae.scaler_.inverse_transform(recon))[0]
+            lead = names[int(top[0])]
+            blocked = lead in suppressed.get((AE_DETECTOR, "ports", "all"), set())
+            if sev and not blocked:
+                flagged = True
+                finding = Finding(
+                    "ports", "all", err, ae.threshold_, sev,
+                    dict(zip(names, vector.tolist(), strict=True)),
+                    dict(zip(names, np.maximum(expected, 0).tolist(), strict=True)),
+                    [{"feature": names[int(i)], "observed": float(vector[int(i)]),
+                      "expected": float(max(expected[int(i)], 0.0)),
+                      "deviation": float(per_dim[int(i)])} for i in top],
+                    AE_DETECTOR)
+                ports = []
+                for i in top:
+                    _, side, port = names[int(i)].split(":")
+                    ports.append(("source.port" if side == "src" else "destination.port",
+                                  int(port)))
+                doc = anomaly_document(finding, start_ms, end_ms, kind="mlp-autoencoder",
+                                       partition=f"{self.partition}/{self.partitions}",
+                                       any_of=ports)
+        if not flagged:
+            state.vectors.append(vector)
+        state.ae_windows += 1
+        due = (ae is None and state.ae_windows >= self.s.warmup_windows) or (
+            ae is not None and state.ae_windows % self.s.ae_retrain_windows == 0)
+        if due and len(state.vectors) >= 10:
+            state.autoencoder = PortVectorAutoencoder(random_state=self.s.seed).fit(
+                np.vstack(list(state.vectors)))
+        return doc
+
+    # -- writes -------------------------------------------------------------------------------
+    def write(self, docs: list[dict], cp: Checkpoint) -> None:
+        if docs:
+            res = self.store.bulk(anomaly_actions(self.anomalies, docs))
+            if res.failed:
+                raise EngineRequestError(
+                    f"{len(res.failed)} anomaly documents were refused by {self.anomalies}: "
+                    f"{res.failed[0].get('error')}", hint="check the index mapping")
+        save_checkpoint(self.store, self.state_index, self.partition, self.partitions, cp)
+
+    # -- one window ---------------------------------------------------------------------------
+    def process(self, start_ms: int, end_ms: int) -> list[dict]:
+        """Read, detect, write, checkpoint one window; exactly once across restarts."""
+        cp = self.cp
+        if cp is None:
+            state = self.new_state()
+            if self.uses_ports:
+                state.src_ports, state.dst_ports = self.retry(
+                    "choosing the top ports", lambda: self.choose_ports(start_ms, self._horizon))
+            cp = Checkpoint(start_ms, self.s.window_ms, 0, "", state)
+        state = cp.state
+        what = f"window {start_ms}-{end_ms}"
+        data = self.retry(f"reading {what}", lambda: self.read_window(start_ms, end_ms, state))
+        docs = self.detect(start_ms, end_ms, data, state)
+        new = Checkpoint(end_ms, self.s.window_ms, cp.windows_done + 1,
+                         next_chain(cp.chain, start_ms, end_ms), state)
+        self.retry(f"writing {what}", lambda: self.write(docs, new))
+        self.cp = new
+        self.anomalies_written += len(docs)
+        return docs
+
+    _horizon: int = 0
+
+    def windows(self, from_ms: int | None, to_ms: int | None,
+                now: Callable[[], float] = time.time,
+                sleep: Callable[[float], None] = time.sleep) -> Iterator[tuple[int, int]]:
+        """The windows still to process: backfill to ``to_ms``, or follow live data."""
+        w = self.s.window_ms
+        if self.cp is not None:
+            start = self.cp.window_end_ms
+            if from_ms is not None and from_ms > start:
+                log.warning("checkpoint ends at %d, before --from %d: the windows between are "
+                            "skipped", start, from_ms)
+                start = -(-from_ms // w) * w
+        elif from_ms is not None:
+            start = -(-from_ms // w) * w
+        else:
+            start = (int(now() * 1000) - self.s.lag_ms) // w * w - w
+        while not self.stop():
+            end = start + w
+            if to_ms is not None:
+                if end > to_ms:
+                    return
+                self._horizon = to_ms
+            else:
+                ready = int(now() * 1000) - self.s.lag_ms
+                self._horizon = ready
+                if end > ready:
+                    sleep(min(self.s.poll_s, (end - ready) / 1000))
+                    continue
+            yield start, end
+            start = end
