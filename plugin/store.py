@@ -266,7 +266,10 @@ class Store:
         """Delete the indices and data streams a name or pattern resolves to (nothing if none)."""
         resolved = self.request("GET", f"/_resolve/index/{pattern}", ignore=(404,)) or {}
         for stream in resolved.get("data_streams", []):
-            self.request("DELETE", f"/_data_stream/{stream['name']}", ignore=(404,))
+            # 405: a distribution without the data-streams module cannot delete them at all.
+            if self.request("DELETE", f"/_data_stream/{stream['name']}", ignore=(404, 405)) is None:
+                log.warning("%s cannot delete data stream %s (no data stream API)", self.safe_url,
+                            stream["name"])
         for index in resolved.get("indices", []):
             if "data_stream" not in index:
                 self.request("DELETE", f"/{index['name']}", ignore=(404,))
