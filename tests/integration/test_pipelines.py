@@ -1,0 +1,176 @@
+"""Every sample line of every format through the real `fwsiem-logs` pipeline, field by field.
+
+`FWSIEM_GENERATE=1 pytest tests/integration/test_pipelines.py -k opensearch` rewrites the
+`test-*.log-expected.json` files from the engine, so a parser change is reviewed as a JSON diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from plugin.lines import line_document
+
+PIPELINES = Path(__file__).resolve().parents[2] / "ingest_pipelines"
+ENTRY = "fwsiem-logs"
+DEADLETTER = "fwsiem-deadletter"
+# Values that change on every run: compared for presence only.
+VOLATILE = ("event.ingested",)
+VOLATILE_DEADLETTER = ("@timestamp",)
+GENERATE = os.environ.get("FWSIEM_GENERATE", "") not in ("", "0", "false")
+
+pytestmark = pytest.mark.integration
+
+
+def sample_files() -> list[Path]:
+    return sorted(PIPELINES.glob("test-*.log"))
+
+
+def pipeline_bodies(flavor: str) -> dict[str, dict]:
+    """Pipeline id -> body; a flavour folder (e.g. `elasticsearch/`) overrides a file of the same stem."""
+    bodies = {p.stem: json.loads(p.read_text()) for p in sorted(PIPELINES.glob("*.json"))
+              if not p.name.startswith("test-")}
+    for p in sorted((PIPELINES / flavor).glob("*.json")):
+        bodies[p.stem] = json.loads(p.read_text())
+    return bodies
+
+
+def processor_types(body: dict) -> set[str]:
+    found: set[str] = set()
+
+    def walk(procs: list[dict]) -> None:
+        for proc in procs:
+            for kind, conf in proc.items():
+                found.add(kind)
+                walk(conf.get("on_failure", []))
+
+    walk(body.get("processors", []))
+    walk(body.get("on_failure", []))
+    return found
+
+
+def sample_documents(path: Path) -> list[dict]:
+    """The shipper's documents for a sample file: bytes split on newlines, one per line."""
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    docs, offset = [], 0
+    for line in lines:
+        docs.append(line_document(line, path=f"/var/log/fwsiem-samples/{path.name}", offset=offset))
+        offset += len(line) + 1
+    return docs
+
+
+def flatten(doc: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def result_document(result: dict) -> dict:
+    """What a simulated line becomes: `_source`, plus `_index` when it was dead-lettered."""
+    if "error" in result:
+        return {"_simulate_error": result["error"]}
+    doc = dict(result["doc"]["_source"])
+    if result["doc"].get("_index") == DEADLETTER:
+        doc["_index"] = DEADLETTER
+    return doc
+
+
+def differences(expected: dict, actual: dict) -> list[str]:
+    exp, act = flatten(expected), flatten(actual)
+    volatile = VOLATILE + (VOLATILE_DEADLETTER if exp.get("_index") == DEADLETTER else ())
+    out = []
+    for name in sorted(set(exp) | set(act)):
+        if name in volatile:
+            if name not in act:
+                out.append(f"{name}: missing")
+            continue
+        if name not in act:
+            out.append(f"{name}: missing, expected {exp[name]!r}")
+        elif name not in exp:
+            out.append(f"{name}: unexpected {act[name]!r}")
+        elif exp[name] != act[name]:
+            out.append(f"{name}: {act[name]!r}, expected {exp[name]!r}")
+    return out
+
+
+def strip_volatile(doc: dict) -> dict:
+    flat = flatten(doc)
+    volatile = VOLATILE + (VOLATILE_DEADLETTER if flat.get("_index") == DEADLETTER else ())
+    doc = json.loads(json.dumps(doc))
+    for name in volatile:
+        *parents, leaf = name.split(".")
+        node = doc
+        for p in parents:
+            node = node.get(p, {})
+        if leaf in node:
+            node[leaf] = "<volatile>"
+    return doc
+
+
+@pytest.fixture(scope="module")
+def installed(engine):
+    bodies = pipeline_bodies(engine.flavor)
+    needed = set().union(*(processor_types(b) for b in bodies.values()))
+    missing = sorted(needed - engine.store.ingest_processors())
+    if missing:
+        pytest.skip(f"{engine.flavor} at {engine.url} lacks ingest processors [{', '.join(missing)}] "
+                    f"that the fwsiem pipelines need (install ingest-common and Painless)")
+    for name, body in bodies.items():
+        engine.store.put_pipeline(name, body)
+    return engine
+
+
+@pytest.mark.parametrize("sample", sample_files(), ids=lambda p: p.name)
+def test_sample_parses_to_expected_documents(installed, sample: Path):
+    docs = sample_documents(sample)
+    results = installed.store.simulate(ENTRY, docs)
+    actual = [result_document(r) for r in results]
+    expected_path = sample.with_name(sample.name + "-expected.json")
+    if GENERATE:
+        expected_path.write_text(json.dumps([strip_volatile(d) for d in actual], indent=2,
+                                            sort_keys=True, ensure_ascii=False) + "\n")
+    assert expected_path.exists(), f"{expected_path.name} is missing: run with FWSIEM_GENERATE=1"
+    expected = json.loads(expected_path.read_text())
+    assert len(expected) == len(actual), f"{len(actual)} documents, expected {len(expected)}"
+    problems = []
+    for number, (exp, act) in enumerate(zip(expected, actual), start=1):
+        diffs = differences(exp, act)
+        if diffs:
+            original = str(exp.get("event", {}).get("original", ""))[:120]
+            problems.append(f"line {number} ({original!r}):\n    " + "\n    ".join(diffs))
+    assert not problems, f"{sample.name}: {len(problems)} lines differ\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("sample", sample_files(), ids=lambda p: p.name)
+def test_only_malformed_samples_are_dead_lettered(installed, sample: Path):
+    results = installed.store.simulate(ENTRY, sample_documents(sample))
+    actual = [result_document(r) for r in results]
+    assert not [d for d in actual if "_simulate_error" in d], "a line failed outside on_failure"
+    dead = [d for d in actual if d.get("_index") == DEADLETTER]
+    if sample.name.startswith("test-deadletter"):
+        assert len(dead) == len(actual), "every malformed line must be dead-lettered"
+        for doc in dead:
+            assert doc["error"]["message"], "a dead letter says why"
+            assert doc["event"]["kind"] == "pipeline_error"
+            assert "original" in doc["event"], "a dead letter keeps the raw line"
+            assert doc["fwsiem"]["deadletter"]["pipeline"]
+            assert doc["fwsiem"]["deadletter"]["processor_tag"]
+            assert not {"source", "destination", "network", "rule"} & set(doc), \
+                "partially parsed fields are removed"
+    else:
+        assert not dead, "\n".join(f"{d['event'].get('original', '')[:120]!r}: "
+                                    f"{d['error']['message']}" for d in dead)
+        for doc in actual:
+            assert doc["event"]["original"], "the raw line is kept"
+            assert doc["event"]["module"] == "fwsiem"
