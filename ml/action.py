@@ -280,3 +280,37 @@ def time_split(frame: pd.DataFrame, *, test_fraction: float = 0.2,
         cut = ts.quantile(1 - test_fraction)
         mask = (ts > cut).to_numpy()
     return frame[~mask], frame[mask]
+
+
+def fit_weighted(model: Pipeline, X: pd.DataFrame, y, sample_weight=None) -> Pipeline:
+    """Fit a pipeline, passing ``sample_weight`` to its final estimator.
+
+    Examples
+    --------
+    >>> X = pd.DataFrame({"proto": ["tcp", "udp"], "sip": ["a", "b"], "dip": ["c", "d"],
+    ...                   "sport": [1, 2], "dport": [80, 53]})
+    >>> fit_weighted(seed_baseline(0), X, ["pass", "drop"], [3, 1]).predict(X).tolist()
+    ['pass', 'drop']
+    """
+    if sample_weight is None:
+        return model.fit(X, y)
+    return model.fit(X, y, **{f"{model.steps[-1][0]}__sample_weight": np.asarray(sample_weight)})
+
+
+def split_frame(frame: pd.DataFrame, split: str = "time", *, test_fraction: float = 0.2,
+                random_state: int | None = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a tuple frame by time (``"time"``, see :func:`time_split`) or at random.
+
+    Examples
+    --------
+    >>> f = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=10, freq="h")})
+    >>> [len(p) for p in split_frame(f, "random", test_fraction=0.3)]
+    [7, 3]
+    """
+    if split == "time":
+        return time_split(frame, test_fraction=test_fraction)
+    if split == "random":
+        from sklearn.model_selection import train_test_split
+
+        return train_test_split(frame, test_size=test_fraction, random_state=random_state)
+    raise ValueError(f"unknown split {split!r}; use 'time' or 'random'")
