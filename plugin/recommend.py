@@ -1,0 +1,638 @@
+"""Recommendations from the cluster: rule hygiene and learned allow-lists, as documents and exports."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import ipaddress
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ml import allowlist as al
+from ml import hygiene as hy
+from ml.cidr import NoCoverError, group_cidrs
+from plugin.config import Config, parse_duration
+from plugin.errors import InputError, InsufficientData
+from plugin.rules import as_hygiene_rule, load_rules
+from plugin.store import doc_id
+
+log = logging.getLogger(__name__)
+
+#: Defaults for the ``[recommend]`` configuration section.
+DEFAULTS = {
+    "period": "7d",
+    "internal_networks": list(al.DEFAULT_INTERNAL),
+    "org_prefixlen": 16,
+    "dominant_share": 0.3,
+    "dominant_ratio": 2.0,
+    "broad_factor": 1000.0,
+    "broad_min_hits": 20,
+    "spike_factor": 10.0,
+    "spike_min_denied": 50,
+    "top_dropped": 10,
+    "max_cidrs": 10,
+    "min_prefixlen": 24,
+    "allow_threshold": 0.5,
+    "composite_size": 2000,
+}
+SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1, "info": 0}
+KIND_OF = {"unused": "remove_rule", "shadowed": "remove_rule", "overly_broad": "tighten_rule",
+           "dominant": "investigate", "top_dropped": "investigate", "deny_spike": "quarantine",
+           "allowlist": "allow_list"}
+DENIED = {"term": {"event.type": "denied"}}
+
+
+def settings(config: Config) -> dict:
+    out = dict(DEFAULTS)
+    out.update(config.section("recommend"))
+    return out
+
+
+# -- the period ----------------------------------------------------------------------------------
+def resolve_time(text: str | None, now: dt.datetime) -> dt.datetime | None:
+    """An absolute UTC time from ISO text, ``now``, ``now-7d`` or a bare duration (``7d`` ago).
+
+    >>> t = dt.datetime(2024, 3, 5, 12, 30, tzinfo=dt.timezone.utc)
+    >>> resolve_time("now-1d", t).isoformat(), resolve_time("2h", t).isoformat()
+    ('2024-03-04T12:30:00+00:00', '2024-03-05T10:30:00+00:00')
+    """
+    if text is None or text == "":
+        return None
+    t = str(text).strip()
+    if t == "now":
+        return now
+    m = re.fullmatch(r"now-(.+)", t)
+    if m:
+        return now - dt.timedelta(seconds=parse_duration(m.group(1)))
+    if re.fullmatch(r"\d+(?:\.\d+)?\s*(ms|s|m|h|d|w)", t):
+        return now - dt.timedelta(seconds=parse_duration(t))
+    try:
+        v = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"{text!r} is not a time",
+                         hint="use ISO 8601 (2024-03-04T00:00:00Z), now, now-7d or 7d") from None
+    return v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Period:
+    since: dt.datetime
+    until: dt.datetime
+
+    @classmethod
+    def of(cls, since: str | None, until: str | None, default: str = "7d",
+           now: dt.datetime | None = None) -> Period:
+        """Relative times are floored to the hour so re-running within an hour gives the same ids."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        u = resolve_time(until, now) or now
+        s = resolve_time(since, now) or (u - dt.timedelta(seconds=parse_duration(default)))
+        if until is None or str(until).startswith("now"):
+            u = u.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+        if since is None or str(since).startswith("now") or not re.search(r"[T:-]", str(since)):
+            s = s.replace(minute=0, second=0, microsecond=0)
+        if s >= u:
+            raise InputError(f"--since {s.isoformat()} is not before --until {u.isoformat()}")
+        return cls(s, u)
+
+    def query(self, *extra: dict) -> dict:
+        rng = {"range": {"@timestamp": {"gte": self.since.isoformat(), "lt": self.until.isoformat()}}}
+        return {"bool": {"filter": [rng, *extra]}}
+
+    def as_dict(self) -> dict:
+        return {"since": self.since.isoformat(), "until": self.until.isoformat()}
+
+    @property
+    def key(self) -> str:
+        return f"{self.since.isoformat()}/{self.until.isoformat()}"
+
+
+# -- aggregations ---------------------------------------------------------------------------------
+def rule_stats(store, index: str, period: Period, size: int = 2000) -> pd.DataFrame:
+    """Per rule: hits, allowed, denied, first and last hit, share of all hits."""
+    rows = []
+    aggs = {"denied": {"filter": DENIED}, "first": {"min": {"field": "@timestamp"}},
+            "last": {"max": {"field": "@timestamp"}}}
+    for b in store.composite(index, [{"rule": {"terms": {"field": "rule.id"}}}], aggs=aggs,
+                             query=period.query(), size=size):
+        n = int(b["doc_count"])
+        d = int(b["denied"]["doc_count"])
+        rows.append({"rule": str(b["key"]["rule"]), "hits": n, "denied": d, "allowed": n - d,
+                     "first": b["first"].get("value_as_string"),
+                     "last": b["last"].get("value_as_string")})
+    df = pd.DataFrame(rows, columns=["rule", "hits", "denied", "allowed", "first", "last"])
+    df = df.set_index("rule")
+    total = df["hits"].sum()
+    df["share"] = df["hits"] / total if total else 0.0
+    return df
+
+
+FLOW_SOURCES = [
+    {"rule.id": {"terms": {"field": "rule.id"}}},
+    {"source.ip": {"terms": {"field": "source.ip", "missing_bucket": True}}},
+    {"destination.ip": {"terms": {"field": "destination.ip", "missing_bucket": True}}},
+    {"network.transport": {"terms": {"field": "network.transport", "missing_bucket": True}}},
+    {"destination.port": {"terms": {"field": "destination.port", "missing_bucket": True}}},
+]
+
+
+def rule_flows(store, index: str, period: Period, size: int = 2000) -> pd.DataFrame:
+    """Per (rule, source, destination, transport, port): the count of events."""
+    rows = [{**b["key"], "count": int(b["doc_count"])}
+            for b in store.composite(index, FLOW_SOURCES, query=period.query(), size=size)]
+    cols = [list(s)[0] for s in FLOW_SOURCES] + ["count"]
+    df = pd.DataFrame(rows, columns=cols)
+    df = df.dropna(subset=["source.ip", "destination.ip"])
+    df["rule.id"] = df["rule.id"].astype(str)
+    df["network.transport"] = df["network.transport"].fillna("")
+    df["destination.port"] = df["destination.port"].fillna(0).astype(int)
+    return df.reset_index(drop=True)
+
+
+def deny_hourly(store, index: str, period: Period, internal: Sequence[str],
+                size: int = 2000) -> pd.DataFrame:
+    """Denied events per internal source VM and hour."""
+    q = period.query(DENIED, {"terms": {"source.ip": list(internal)}})
+    sources = [{"vm": {"terms": {"field": "source.ip"}}},
+               {"hour": {"date_histogram": {"field": "@timestamp", "fixed_interval": "1h"}}}]
+    rows = [{"vm": b["key"]["vm"], "hour": int(b["key"]["hour"]), "denied": int(b["doc_count"])}
+            for b in store.composite(index, sources, query=q, size=size)]
+    return pd.DataFrame(rows, columns=["vm", "hour", "denied"])
+
+
+def dropped_targets(store, index: str, period: Period, size: int = 2000) -> pd.DataFrame:
+    sources = [{"destination.ip": {"terms": {"field": "destination.ip"}}},
+               {"destination.port": {"terms": {"field": "destination.port",
+                                               "missing_bucket": True}}}]
+    rows = [{"destination.ip": b["key"]["destination.ip"],
+             "destination.port": b["key"]["destination.port"] or 0,
+             "count": int(b["doc_count"]), "sources": int(b["src"]["value"])}
+            for b in store.composite(index, sources, aggs={"src": {"cardinality": {
+                "field": "source.ip"}}}, query=period.query(DENIED), size=size)]
+    return pd.DataFrame(rows, columns=["destination.ip", "destination.port", "count", "sources"])
+
+
+def fine_table(store, index: str, period: Period, internal: Sequence[str],
+               size: int = 2000) -> pd.DataFrame:
+    """The allow-list fine table (remote, vm, port, hour) from two composite aggregations."""
+    parts = {}
+    for side in ("sent", "recv"):
+        spec = al.fine_aggregations(side, internal)
+        q = period.query(*spec["query"]["bool"]["filter"])
+        parts[side] = list(store.composite(index, spec["sources"], aggs=spec["aggs"], query=q,
+                                           size=size))
+    return al.fine_table_from_buckets(parts["sent"], parts["recv"])
+
+
+# -- documents ------------------------------------------------------------------------------------
+def recommendation(finding: str, target_type: str, target: str, period: Period, *,
+                   evidence: dict, proposal: dict, severity: str, confidence: float,
+                   model: dict, data: dict, title: str) -> dict:
+    """A recommendation document (DESIGN.md "Data model") with its deterministic ``_id``."""
+    return {
+        "_id": doc_id("recommendation", finding, target_type, target, period.key),
+        "@timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "kind": KIND_OF[finding], "finding": finding, "title": title,
+        "target": {"type": target_type, "id": target},
+        "evidence": evidence, "proposal": proposal, "severity": severity,
+        "confidence": round(float(confidence), 4), "model": model, "data": data,
+        "period": period.as_dict(),
+    }
+
+
+def _rule_json(rule_doc: Mapping | None, narrowed: Mapping | None = None) -> dict:
+    """An NSX-T Policy API rule body for a rule document (optionally narrowed)."""
+    src = (narrowed or {}).get("sources") or (rule_doc or {}).get("sources") or ["any"]
+    dst = (narrowed or {}).get("destinations") or (rule_doc or {}).get("destinations") or ["any"]
+    svc = (narrowed or {}).get("services") or (rule_doc or {}).get("services") or ["any"]
+    rid = (narrowed or {}).get("id") or (rule_doc or {}).get("rule", {}).get("id")
+    action = str((rule_doc or {}).get("action") or (narrowed or {}).get("action") or "PASS")
+    return {
+        "resource_type": "Rule", "id": f"fwsiem-{rid}", "display_name": f"rule {rid}",
+        "source_groups": ["ANY"] if "any" in src else src,
+        "destination_groups": ["ANY"] if "any" in dst else dst,
+        "services": ["ANY"] if "any" in svc else [],
+        "service_entries": [] if "any" in svc else service_entries(svc),
+        "action": {"PASS": "ALLOW", "ALLOW": "ALLOW", "ACCEPT": "ALLOW"}.get(action.upper(),
+                                                                             action.upper()),
+        "direction": (rule_doc or {}).get("direction", "IN_OUT"), "scope": ["ANY"],
+    }
+
+
+def service_entries(services: Iterable[str]) -> list[dict]:
+    """NSX-T service entries for ``tcp/443``-style services."""
+    out = []
+    by_proto: dict[str, list[str]] = {}
+    for s in services:
+        proto, _, port = str(s).partition("/")
+        if proto in ("tcp", "udp") and port:
+            by_proto.setdefault(proto, []).append(port)
+        elif proto in ("icmp", "ipv6-icmp"):
+            out.append({"resource_type": "ICMPTypeServiceEntry", "id": proto,
+                        "protocol": "ICMPv6" if proto == "ipv6-icmp" else "ICMPv4"})
+        elif proto in ("tcp", "udp"):
+            by_proto.setdefault(proto, [])
+    for proto, ports in by_proto.items():
+        out.append({"resource_type": "L4PortSetServiceEntry", "id": f"{proto}-ports",
+                    "l4_protocol": proto.upper(), "destination_ports": ports})
+    return out
+
+
+def hygiene_recommendations(store, config: Config, period: Period) -> list[dict]:
+    s = settings(config)
+    events = config.index("events_pattern")
+    size = int(s["composite_size"])
+    rule_docs = load_rules(store, config.index("rules"))
+    by_id = {d["rule"]["id"]: d for d in rule_docs}
+    rules = [as_hygiene_rule(d) for d in rule_docs]
+    stats = rule_stats(store, events, period, size)
+    flows = rule_flows(store, events, period, size)
+    total = int(stats["hits"].sum())
+    data = {"index": events, "events": total, "rules_index": config.index("rules"),
+            "rules": len(rules), **period.as_dict()}
+    model = {"name": "hygiene", "version": "1"}
+    out = []
+    findings = hy.rule_findings(
+        rules, stats[["hits", "allowed", "denied"]], flows,
+        dominant_share=float(s["dominant_share"]), dominant_ratio=float(s["dominant_ratio"]),
+        broad_factor=float(s["broad_factor"]), broad_min_hits=int(s["broad_min_hits"]),
+        narrow_k=int(s["max_cidrs"]), narrow_min_prefixlen=int(s["min_prefixlen"]))
+    for f in findings:
+        rid = f["rule"]
+        ev = dict(f["evidence"])
+        if rid in stats.index:
+            st = stats.loc[rid]
+            ev.update({"hits": int(st["hits"]), "allowed": int(st["allowed"]),
+                       "denied": int(st["denied"]), "first": st["first"], "last": st["last"],
+                       "share": round(float(st["share"]), 4)})
+            fr = flows[flows["rule.id"] == rid]
+            if len(fr):
+                ev["top_sources"] = _top(fr, "source.ip")
+                ev["top_destinations"] = _top(fr, "destination.ip")
+                ev["top_services"] = _top(fr.assign(service=fr["network.transport"] + "/" +
+                                                    fr["destination.port"].astype(str)), "service")
+        proposal = dict(f["proposal"])
+        if f["kind"] == "overly_broad":
+            proposal["nsx"] = _rule_json(by_id.get(rid), f["proposal"]["narrowed"])
+        elif f["kind"] in ("unused", "shadowed"):
+            proposal["nsx"] = {"method": "DELETE", "rule": _rule_json(by_id.get(rid))}
+        title = {"unused": f"rule {rid} matched nothing: remove it",
+                 "shadowed": f"rule {rid} is shadowed by rule {ev.get('shadowed_by')}: remove it",
+                 "overly_broad": f"rule {rid} allows far more than its traffic: tighten it",
+                 "dominant": f"rule {rid} takes {ev.get('share', 0):.0%} of all hits: "
+                             "investigate"}[f["kind"]]
+        conf = {"unused": 0.9 if total else 0.3, "shadowed": 0.99, "overly_broad": 0.7,
+                "dominant": 0.8}[f["kind"]]
+        out.append(recommendation(f["kind"], "rule", rid, period, evidence=ev, proposal=proposal,
+                                  severity=f["severity"], confidence=conf, model=model,
+                                  data=data, title=title))
+    for spike in hy.deny_spikes(deny_hourly(store, events, period, s["internal_networks"], size),
+                                factor=float(s["spike_factor"]),
+                                min_denied=int(s["spike_min_denied"])):
+        spike["peak_hour"] = dt.datetime.fromtimestamp(spike["peak_hour"] / 1000,
+                                                       dt.timezone.utc).isoformat()
+        out.append(recommendation(
+            "deny_spike", "host", spike["vm"], period, evidence=spike,
+            proposal={"action": "quarantine", "host": spike["vm"],
+                      "nsx": {"resource_type": "Rule", "id": f"fwsiem-quarantine-{spike['vm']}",
+                              "source_groups": [spike["vm"]], "destination_groups": ["ANY"],
+                              "services": ["ANY"], "action": "DROP", "direction": "IN_OUT",
+                              "scope": ["ANY"]},
+                      "iptables": [f"-A FORWARD -s {spike['vm']} -j DROP"]},
+            severity="high", confidence=min(0.99, 0.5 + spike["peak"] / (20 * max(
+                1.0, spike["usual"]) * float(s["spike_factor"]))), model=model, data=data,
+            title=f"{spike['vm']}: denied traffic spiked to {spike['peak']}/h "
+                  f"(usually {spike['usual']:.0f}): quarantine candidate"))
+    drops = dropped_targets(store, events, period, size)
+    for d in hy.top_dropped(drops, n=int(s["top_dropped"])):
+        out.append(recommendation(
+            "top_dropped", "destination", d["target"], period, evidence=d,
+            proposal={"action": "investigate", "destination": d["destination"], "port": d["port"],
+                      "reason": "most dropped traffic targets it: a misconfigured client, a "
+                                "missing rule or an attack"},
+            severity="medium" if d["share"] >= 0.2 else "info", confidence=d["share"],
+            model=model, data=data,
+            title=f"{d['share']:.0%} of dropped traffic targets {d['target']} "
+                  f"from {d['sources']} sources"))
+    return out
+
+
+def _top(df: pd.DataFrame, col: str, n: int = 5) -> list[dict]:
+    top = df.groupby(col)["count"].sum().sort_values(ascending=False).head(n)
+    return [{"value": str(k), "count": int(v)} for k, v in top.items()]
+
+
+# -- allow-lists ----------------------------------------------------------------------------------
+def rule_allowlists(rule_docs: Sequence[Mapping], endpoints: Iterable[tuple[str, int]]
+                    ) -> dict[tuple[str, int], list[str]]:
+    """Expert allow-lists read from the rule set: for each observed endpoint, the sources of the
+    first PASS rule with specific sources that names the endpoint's address and port (and that no
+    earlier rule with any source pre-empts)."""
+    rules = [as_hygiene_rule(d) for d in rule_docs]
+    out: dict[tuple[str, int], list[str]] = {}
+    for vm, port in endpoints:
+        allowed: list[str] = []
+        for r in rules:
+            if r.disabled or not r.destinations or not r.services:
+                continue
+            if not hy._in(vm, r.destinations) or not any(
+                    s.matches("tcp", port) or s.matches("udp", port) for s in r.services):
+                continue
+            if any(s.lo == 0 and s.hi == 65535 for s in r.services):
+                continue
+            if not r.sources:
+                break  # open to any source: not an allow-list
+            if r.allows:
+                allowed.extend(str(n) for n in r.sources)
+            else:
+                break
+        if allowed:
+            out[(vm, int(port))] = sorted(set(allowed))
+    return out
+
+
+def allowlist_recommendations(store, config: Config, period: Period, *,
+                              labels: Mapping[tuple[str, int], list[str]] | None = None,
+                              random_state: int = 0) -> list[dict]:
+    """Train on endpoints with an allow-list, propose CIDR allow-lists for the others."""
+    s = settings(config)
+    events = config.index("events_pattern")
+    fine = fine_table(store, events, period, s["internal_networks"], int(s["composite_size"]))
+    if fine.empty:
+        raise InsufficientData(f"no traffic to internal endpoints in {events} between "
+                               f"{period.since.isoformat()} and {period.until.isoformat()}",
+                               hint="widen --since/--until or check [recommend] internal_networks")
+    feats = al.pair_features(fine, org_of=lambda vm: al.default_org(vm, int(s["org_prefixlen"])),
+                             period=(int(period.since.timestamp() * 1000),
+                                     int(period.until.timestamp() * 1000)))
+    endpoints = sorted({(vm, int(p)) for vm, p, _ in feats.index})
+    if labels is None:
+        labels = rule_allowlists(load_rules(store, config.index("rules")), endpoints)
+    y = al.label_pairs(feats.index, labels)
+    known = y.notna()
+    if known.sum() == 0 or y[known].nunique() < 2:
+        raise InsufficientData(
+            f"no endpoint in {events} has an allow-list with both allowed and other remotes",
+            hint="import a rule set with `fwsiem rules import` whose PASS rules name specific "
+                 "sources for an address and port, or pass --labels")
+    Xk, yk = feats.loc[known, al.FEATURE_NAMES], y[known].astype(int).to_numpy()
+    w = al.class_balanced_weights(feats.loc[known, "importance"].to_numpy(), yk)
+    model = al.fwsiem_model(random_state=random_state).fit(Xk, yk, sample_weight=w)
+    p = model.predict_proba(feats[al.FEATURE_NAMES])[:, 1]
+    feats = feats.assign(p_allow=p)
+    threshold = float(s["allow_threshold"])
+    data = {"index": events, "pairs": int(len(feats)), "labeled_endpoints": len(labels),
+            "labeled_pairs": int(known.sum()), **period.as_dict()}
+    mdl = {"name": "allowlist-gbm", "version": "1", "features": len(al.FEATURE_NAMES),
+           "threshold": threshold}
+    out = []
+    for (vm, port), g in feats.groupby(level=["vm", "port"]):
+        if (vm, int(port)) in labels:
+            continue  # already has an expert allow-list
+        allowed = [r for r, pa in zip(g.index.get_level_values("remote"), g["p_allow"],
+                                      strict=True) if pa >= threshold]
+        denied = g[g["p_allow"] < threshold].sort_values("events", ascending=False)
+        cidrs, noise = _group(allowed, int(s["max_cidrs"]), int(s["min_prefixlen"]))
+        target = f"{vm}:{int(port)}"
+        evidence = {"remotes": int(len(g)), "allowed_remotes": len(allowed),
+                    "events": int(g["events"].sum()),
+                    "allowed_events_share": round(float(g.loc[g["p_allow"] >= threshold,
+                                                              "events"].sum() / g["events"].sum()), 4),
+                    "denied_top": [{"remote": r, "events": int(e), "p_allow": round(float(pa), 4)}
+                                   for (_, _, r), e, pa in zip(denied.index[:5], denied["events"][:5],
+                                                               denied["p_allow"][:5], strict=True)],
+                    "noise_addresses": int(noise)}
+        confidence = float(np.average(np.maximum(g["p_allow"], 1 - g["p_allow"]),
+                                      weights=g["importance"] + 1e-12))
+        proposal = {"action": "allow_list", "endpoint": {"ip": vm, "port": int(port),
+                                                         "transport": "tcp"},
+                    "cidrs": cidrs}
+        severity = "medium" if len(denied) else "low"
+        out.append(recommendation(
+            "allowlist", "endpoint", target, period, evidence=evidence, proposal=proposal,
+            severity=severity, confidence=confidence, model=mdl, data=data,
+            title=f"{target}: allow {len(cidrs)} CIDR(s), deny {len(denied)} other remote(s)"))
+    return out
+
+
+def _group(ips: list[str], k: int, min_prefixlen: int) -> tuple[list[str], int]:
+    cidrs: list[str] = []
+    noise = 0
+    fam: dict[int, list[str]] = {}
+    for ip in ips:
+        fam.setdefault(ipaddress.ip_address(ip).version, []).append(ip)
+    for version, members in sorted(fam.items()):
+        mp = min_prefixlen if version == 4 else min(128, min_prefixlen + 96)
+        try:
+            cover = group_cidrs(members, k=k, min_prefixlen=mp)
+        except NoCoverError as exc:
+            cover = group_cidrs(members, k=exc.min_k, min_prefixlen=mp)
+        cidrs += cover.cidrs
+        noise += cover.noise
+    return cidrs, noise
+
+
+def write_recommendations(store, index: str, docs: Sequence[dict]):
+    actions = [{"_op_type": "index", "_index": index, "_id": d["_id"],
+                "_source": {k: v for k, v in d.items() if k != "_id"}} for d in docs]
+    return store.bulk(actions, refresh=True)
+
+
+def top_table(docs: Sequence[dict], n: int = 20) -> str:
+    ranked = sorted(docs, key=lambda d: (-SEVERITY_RANK.get(d["severity"], 0), -d["confidence"],
+                                         d["finding"], d["target"]["id"]))[:n]
+    lines = [f"{'severity':8}  {'kind':12}  {'finding':12}  {'target':22}  {'conf':>5}  title"]
+    for d in ranked:
+        lines.append(f"{d['severity']:8}  {d['kind']:12}  {d['finding']:12}  "
+                     f"{d['target']['id'][:22]:22}  {d['confidence']:5.2f}  {d['title']}")
+    return "\n".join(lines)
+
+
+# -- exports --------------------------------------------------------------------------------------
+def read_recommendations(store, index: str, kinds: Sequence[str] | None = None) -> list[dict]:
+    if not store.exists(index):
+        return []
+    q = {"terms": {"finding": list(kinds)}} if kinds else None
+    docs = [{**h["_source"], "_id": h["_id"]} for h in store.scan(index, query=q)]
+    return sorted(docs, key=lambda d: (d["finding"], d["target"]["id"], d["period"]["until"]))
+
+
+def latest_per_target(docs: Sequence[dict]) -> list[dict]:
+    """Keep the most recent period's recommendation for each (finding, target)."""
+    best: dict[tuple, dict] = {}
+    for d in docs:
+        key = (d["finding"], d["target"]["id"])
+        if key not in best or d["period"]["until"] > best[key]["period"]["until"]:
+            best[key] = d
+    return [best[k] for k in sorted(best)]
+
+
+def export_nsx(docs: Sequence[dict], domain: str = "default",
+               policy: str = "fwsiem-recommended") -> dict:
+    """A hierarchical NSX-T Policy API body (``PATCH /policy/api/v1/infra``): groups per endpoint
+    and allow-list, a security policy with ALLOW rules then a DROP per endpoint, and the rule
+    changes (tightened rules) from hygiene."""
+    children, rules = [], []
+    seq = 10
+    for d in docs:
+        if d["finding"] != "allowlist":
+            continue
+        ep = d["proposal"]["endpoint"]
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{ep['ip']}-{ep['port']}").strip("-")
+        gid_ep, gid_allow = f"fwsiem-ep-{slug}", f"fwsiem-allow-{slug}"
+        for gid, addrs in ((gid_ep, [ep["ip"]]), (gid_allow, d["proposal"]["cidrs"])):
+            children.append({"resource_type": "ChildGroup", "Group": {
+                "resource_type": "Group", "id": gid, "display_name": gid,
+                "expression": [{"resource_type": "IPAddressExpression", "ip_addresses": addrs}]}})
+        path = f"/infra/domains/{domain}/groups/"
+        entry = [{"resource_type": "L4PortSetServiceEntry", "id": f"tcp-{ep['port']}",
+                  "l4_protocol": str(ep.get("transport", "tcp")).upper(),
+                  "destination_ports": [str(ep["port"])]}]
+        if d["proposal"]["cidrs"]:
+            rules.append({"resource_type": "Rule", "id": f"{gid_allow}-allow",
+                          "display_name": f"fwsiem allow-list {ep['ip']}:{ep['port']}",
+                          "sequence_number": seq, "source_groups": [path + gid_allow],
+                          "destination_groups": [path + gid_ep], "services": [],
+                          "service_entries": entry, "action": "ALLOW", "direction": "IN",
+                          "scope": ["ANY"], "logged": True,
+                          "notes": f"fwsiem recommendation {d['_id']}"})
+        rules.append({"resource_type": "Rule", "id": f"{gid_ep}-drop",
+                      "display_name": f"fwsiem default deny {ep['ip']}:{ep['port']}",
+                      "sequence_number": seq + 1, "source_groups": ["ANY"],
+                      "destination_groups": [path + gid_ep], "services": [],
+                      "service_entries": entry, "action": "DROP", "direction": "IN",
+                      "scope": ["ANY"], "logged": True})
+        seq += 10
+    for d in docs:
+        if d["finding"] == "overly_broad" and "nsx" in d["proposal"]:
+            r = dict(d["proposal"]["nsx"])
+            r["sequence_number"] = seq
+            r["notes"] = f"fwsiem: replaces rule {d['target']['id']} ({d['_id']})"
+            rules.append(r)
+            seq += 10
+    children.append({"resource_type": "ChildSecurityPolicy", "SecurityPolicy": {
+        "resource_type": "SecurityPolicy", "id": policy, "display_name": policy,
+        "category": "Application", "sequence_number": 1, "stateful": True, "rules": rules}})
+    return {"resource_type": "Infra", "children": [{"resource_type": "ChildDomain", "Domain": {
+        "resource_type": "Domain", "id": domain, "children": children}}]}
+
+
+def export_iptables(docs: Sequence[dict], chain: str = "FWSIEM") -> str:
+    """``iptables-restore`` input (IPv4; IPv6 allow-list entries go to ``ip6tables`` comments)."""
+    lines = ["# fwsiem recommended allow-lists and rule changes",
+             "# load with: iptables-restore --noflush < this-file", "*filter",
+             f":{chain} - [0:0]", f"-A FORWARD -j {chain}", f"-A INPUT -j {chain}"]
+    v6 = []
+    for d in docs:
+        if d["finding"] == "allowlist":
+            ep = d["proposal"]["endpoint"]
+            proto = ep.get("transport", "tcp")
+            for cidr in d["proposal"]["cidrs"]:
+                rule = (f"-A {chain} -s {cidr} -d {ep['ip']} -p {proto} --dport {ep['port']} "
+                        f"-m comment --comment \"fwsiem {d['_id'][:12]}\" -j ACCEPT")
+                (v6 if ":" in cidr or ":" in ep["ip"] else lines).append(rule)
+            rule = f"-A {chain} -d {ep['ip']} -p {proto} --dport {ep['port']} -j DROP"
+            (v6 if ":" in ep["ip"] else lines).append(rule)
+        elif d["finding"] == "deny_spike":
+            lines.append(f"-A {chain} -s {d['target']['id']} -m comment --comment "
+                         f"\"fwsiem quarantine\" -j DROP")
+    lines.append("COMMIT")
+    if v6:
+        lines += ["# ip6tables-restore:"] + [f"# {r}" for r in v6]
+    return "\n".join(lines) + "\n"
+
+
+def export_csv(docs: Sequence[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "kind", "finding", "target", "severity", "confidence", "action", "cidr",
+                "port", "since", "until", "title"])
+    for d in docs:
+        base = [d["_id"], d["kind"], d["finding"], d["target"]["id"], d["severity"],
+                d["confidence"]]
+        tail = [d["period"]["since"], d["period"]["until"], d["title"]]
+        if d["finding"] == "allowlist":
+            for cidr in d["proposal"]["cidrs"] or [""]:
+                w.writerow(base + ["allow", cidr, d["proposal"]["endpoint"]["port"]] + tail)
+        else:
+            w.writerow(base + [d["proposal"].get("action", ""), "", ""] + tail)
+    return buf.getvalue()
+
+
+# -- what-if --------------------------------------------------------------------------------------
+def whatif(fine: pd.DataFrame, docs: Sequence[dict],
+           malicious: Iterable[str] = ()) -> dict:
+    """Replay traffic (the fine table) against the proposed allow-lists.
+
+    Returns counts of events to the covered endpoints, how many would have been blocked (service
+    risk: blocked and not from a known-malicious source) and how much of the known-malicious
+    traffic would have been stopped.
+    """
+    bad = {str(ipaddress.ip_address(m)) for m in malicious}
+    lists = {(d["proposal"]["endpoint"]["ip"], int(d["proposal"]["endpoint"]["port"])):
+             [ipaddress.ip_network(c) for c in d["proposal"]["cidrs"]]
+             for d in docs if d["finding"] == "allowlist"}
+    res = {"endpoints": len(lists), "events": 0, "blocked": 0, "benign_events": 0,
+           "benign_blocked": 0, "malicious_events": 0, "malicious_blocked": 0}
+    if fine.empty or not lists:
+        return res
+    ev = fine.assign(events=fine["sent"] + fine["recv"]).groupby(["vm", "port", "remote"])[
+        "events"].sum()
+    cache: dict[tuple, bool] = {}
+    for (vm, port, remote), n in ev.items():
+        nets = lists.get((vm, int(port)))
+        if nets is None:
+            continue
+        key = (vm, int(port), remote)
+        if key not in cache:
+            a = ipaddress.ip_address(remote)
+            cache[key] = not any(a.version == net.version and a in net for net in nets)
+        blocked = cache[key]
+        res["events"] += int(n)
+        res["blocked"] += int(n) * blocked
+        if remote in bad:
+            res["malicious_events"] += int(n)
+            res["malicious_blocked"] += int(n) * blocked
+        else:
+            res["benign_events"] += int(n)
+            res["benign_blocked"] += int(n) * blocked
+    res["service_risk"] = res["benign_blocked"] / res["benign_events"] if res[
+        "benign_events"] else 0.0
+    res["malicious_stopped"] = res["malicious_blocked"] / res["malicious_events"] if res[
+        "malicious_events"] else None
+    return res
+
+
+def malicious_sources(truth: Mapping) -> list[str]:
+    """Source addresses of the incidents (and scanners) a simulator truth file lists."""
+    out: set[str] = set()
+    for inc in truth.get("incidents", []):
+        for key in ("sources", "source_ips", "attackers"):
+            out.update(str(v) for v in inc.get(key, []) or [])
+        if inc.get("source"):
+            out.add(str(inc["source"]))
+    for key in ("scanners", "malicious"):
+        out.update(str(v) for v in truth.get(key, []) or [])
+    return sorted(a for a in out if _is_ip(a))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
