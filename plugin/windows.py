@@ -325,15 +325,13 @@ class WindowRunner:
             start = (int(now() * 1000) - self.s.lag_ms) // w * w - w
         while not self.stop():
             end = start + w
-            if to_ms is not None:
-                if end > to_ms:
-                    return
-                self._horizon = to_ms
-            else:
-                ready = int(now() * 1000) - self.s.lag_ms
-                self._horizon = ready
-                if end > ready:
-                    sleep(min(self.s.poll_s, (end - ready) / 1000))
-                    continue
+            if to_ms is not None and end > to_ms:
+                return
+            # a window is ready [run] lag after it ends; a backfill into the future waits too
+            ready = int(now() * 1000) - self.s.lag_ms
+            self._horizon = min(ready, to_ms) if to_ms is not None else ready
+            if end > ready:
+                sleep(min(self.s.poll_s, (end - ready) / 1000))
+                continue
             yield start, end
             start = end

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,6 @@ from plugin.cli import cli
 from plugin.config import load_config
 from plugin.store import Store
 from plugin.windows import WindowRunner
-from ml import features as F
 
 T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 MIN = 60_000
@@ -67,16 +65,6 @@ def synthetic_events(windows: int, seed: int = 7) -> list[dict]:
     return out
 
 
-@pytest.fixture(scope="module")
-def os_url():
-    url = os.environ.get("FWSIEM_TEST_OS_URL")
-    if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail("FWSIEM_TEST_OS_URL is not set")
-        pytest.skip("FWSIEM_TEST_OS_URL is not set")
-    return url
-
-
 def make_env(url: str, prefix: str, warmup: int = 8) -> dict:
     return {
         "FWSIEM_URL": url,
@@ -101,14 +89,25 @@ def anomaly_sources(store: Store, index: str) -> dict:
     return {h["_id"]: h["_source"] for h in hits}
 
 
-@pytest.fixture(scope="module")
-def dataset(os_url):
+def make_dataset(eng):
     prefix = f"runtest-{uuid.uuid4().hex[:8]}"
-    config = load_config(env=make_env(os_url, prefix))
-    store = Store.connect(config.engine)
-    load_events(store, config.index("events_pattern"), synthetic_events(24))
-    yield {"prefix": prefix, "url": os_url, "store": store}
-    store.delete_index(f"logs-fwsiem.{prefix}-events")
+    config = load_config(env=make_env(eng.url, prefix))
+    load_events(eng.store, config.index("events_pattern"), synthetic_events(24))
+    return {"prefix": prefix, "url": eng.url, "store": eng.store}
+
+
+@pytest.fixture
+def dataset(engine):
+    data = make_dataset(engine)
+    yield data
+    engine.store.delete_index(f"logs-fwsiem.{data['prefix']}-events")
+
+
+@pytest.fixture
+def os_dataset(os_engine):
+    data = make_dataset(os_engine)
+    yield data
+    os_engine.store.delete_index(f"logs-fwsiem.{data['prefix']}-events")
 
 
 def run_cli(env: dict, *args: str):
@@ -157,7 +156,9 @@ def test_feedback_suppresses_the_entity_and_pattern(dataset):
         assert marked["feedback"]["false_positive"] is True
         # re-process the same history from scratch: the marked pattern is not reported again
         store.delete_index(f"{prefix}-state")
-        store.delete_by_query(f"{prefix}-anomalies", {"bool": {"must_not": {"ids": {"values": [aid]}}}})
+        for other in docs:
+            if other != aid:
+                store.delete_doc(f"{prefix}-anomalies", other)
         assert run_cli(env, "--from", iso(T0), "--to", iso(T0 + 24 * MIN)).exit_code == 0
         again = anomaly_sources(store, f"{prefix}-anomalies")
         # the only scanner document is the marked one, still marked
@@ -167,7 +168,8 @@ def test_feedback_suppresses_the_entity_and_pattern(dataset):
         store.delete_index(f"{prefix}-*")
 
 
-def test_killed_backfill_resumes_with_every_window_exactly_once(dataset, tmp_path):
+def test_killed_backfill_resumes_with_every_window_exactly_once(os_dataset):
+    dataset = os_dataset
     store = dataset["store"]
     ref, killed = dataset["prefix"] + "-ref", dataset["prefix"] + "-kill"
     base = make_env(dataset["url"], dataset["prefix"])

@@ -1,0 +1,90 @@
+"""Window features: aggregation requests and the pure functions that read their responses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ml import features as F
+
+
+def source_bucket(ip, n, denied, dst_ips, dst_ports, peers):
+    return {"key": ip, "doc_count": n, "denied": {"doc_count": denied},
+            "dst_ips": {"value": dst_ips}, "dst_ports": {"value": dst_ports},
+            "bytes_out": {"value": 1000.0}, "packets_out": {"value": 10.0},
+            "peers": {"buckets": [{"key": p, "doc_count": 1} for p in peers]}}
+
+
+def test_source_rows_carry_fan_out_and_denied_share():
+    resp = {"entities": {"buckets": [source_bucket("10.0.0.9", 200, 150, 1, 180, ["10.0.1.1"]),
+                                     source_bucket("10.0.0.1", 10, 0, 2, 2, ["10.0.1.2"])]}}
+    rows = F.entity_rows("source", resp)
+    assert [e for e, _ in rows] == ["10.0.0.1", "10.0.0.9"]  # sorted, deterministic
+    scanner = dict(rows)["10.0.0.9"]
+    assert scanner["events"] == 200 and scanner["dst_ports"] == 180
+    assert scanner["denied_share"] == 150 / 200
+    assert set(F.FEATURES["source"]) <= set(scanner)
+
+
+def test_new_peer_share_counts_only_peers_never_seen_before():
+    memory = F.PeerMemory()
+    first = F.apply_peer_memory([("a", {"_peers": ["x", "y"], "new_peer_share": 0.0})], memory)
+    second = F.apply_peer_memory([("a", {"_peers": ["x", "y", "z", "w"],
+                                         "new_peer_share": 0.0})], memory)
+    assert first[0][1]["new_peer_share"] == 1.0
+    assert second[0][1]["new_peer_share"] == 0.5
+    assert "_peers" not in second[0][1]
+
+
+def test_peer_memory_stays_bounded():
+    memory = F.PeerMemory(max_peers=4, max_entities=10)
+    for i in range(100):
+        memory.observe(f"e{i}", [f"p{j}" for j in range(20)])
+    assert len(memory) == 10
+    assert all(len(s) <= 4 for s in memory._seen.values())
+
+
+def test_service_rows_are_ip_and_port_with_failed_share():
+    resp = {"entities": {"buckets": [{"key": "10.0.1.1", "doc_count": 12, "ports": {"buckets": [
+        {"key": 22, "doc_count": 10, "src_ips": {"value": 1}, "packets": {"value": 20},
+         "bytes": {"value": 900}, "failed": {"doc_count": 9}},
+        {"key": 443, "doc_count": 2, "src_ips": {"value": 2}, "packets": {"value": 40},
+         "bytes": {"value": 9000}, "failed": {"doc_count": 0}}]}}]}}
+    rows = dict(F.entity_rows("service", resp))
+    assert set(rows) == {"10.0.1.1:22", "10.0.1.1:443"}
+    assert rows["10.0.1.1:22"]["failed_share"] == 0.9
+    assert rows["10.0.1.1:443"]["failed_share"] == 0.0
+
+
+def test_partitions_of_a_worker_cover_exactly_its_hash_class():
+    # worker I of N asks for partitions I + N*j of N*k: all hashes h with h % N == I
+    n, k = 3, 4
+    for worker in range(n):
+        asked = {worker + n * j for j in range(k)}
+        assert {h for h in range(1000) if h % (n * k) in asked} == {
+            h for h in range(1000) if h % n == worker}
+    assert F.sub_partitions(20_000, 2, 5000) * 2 * 5000 >= 20_000
+
+
+def test_port_vector_is_fixed_length_with_zeros_for_silent_ports():
+    src, dst = [53, 123], [22, 443, 3389]
+    resp = {"ports": {"buckets": {
+        "dst:22": {"doc_count": 5, "packets": {"value": 600}, "src_peers": {"value": 4},
+                   "dst_peers": {"value": 1}},
+        "src:53": {"doc_count": 2, "packets": {"value": 60}, "src_peers": {"value": 1},
+                   "dst_peers": {"value": 7}}}}}
+    vec = F.port_vector(resp, src, dst, 60.0)
+    names = F.port_vector_names(src, dst)
+    assert vec.shape == (len(names),) == (2 * (len(src) + len(dst)),)
+    got = dict(zip(names, vec.tolist(), strict=True))
+    assert got["pps:dst:22"] == 10.0 and got["peers:dst:22"] == 4
+    assert got["pps:src:53"] == 1.0 and got["peers:src:53"] == 7
+    assert got["pps:dst:3389"] == 0 and np.count_nonzero(vec) == 4
+
+
+def test_requests_filter_the_window_and_partition():
+    q = F.window_query(1000, 61000)
+    rng = q["bool"]["filter"][0]["range"]["@timestamp"]
+    assert (rng["gte"], rng["lt"]) == (1000, 61000)
+    aggs = F.entity_aggs("source", size=10, include=F.partition_include(1, 4))
+    assert aggs["entities"]["terms"]["include"] == {"partition": 1, "num_partitions": 4}
+    assert F.partition_include(0, 1) is None
