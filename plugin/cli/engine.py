@@ -55,6 +55,16 @@ def start(app, flavor, port, home, heap, timeout):
     click.echo(st["url"])
 
 
+@command.command("fetch")
+@click.option("--flavor", "flavors", type=click.Choice(FLAVORS), multiple=True,
+              help="Which engines (repeatable) [default: both].")
+@pass_app
+def fetch(app, flavors):
+    """Resolve engines from Maven Central into the local cache without starting them."""
+    for flavor in flavors or FLAVORS:
+        click.echo(_engine(app, flavor, None, None, None).fetch())
+
+
 @command.command("stop")
 @flavor_option
 @home_option
