@@ -218,6 +218,8 @@ def build_datacenter(scenario: Scenario) -> Datacenter:
                               addr6=a6, host=host, vif=vif, filter_hash=fh, id_style=style))
                 put("vms", a4)
                 put(kind, a4)
+                put(orgs[-1], a4)
+                put(f"{orgs[-1]}-{kind}", a4)
                 members.append(addr)
             groups[f"{orgs[-1]}-{kind}"] = members
     groups["vms"] = [at.text[i] for i in pools["vms"]]

@@ -56,7 +56,8 @@ class NsxRenderer:
         for n, v in enumerate(dc.vms):
             if v.id_style == "vif":
                 self.vm_idf.append(v.vif + " ")
-                self.vm_rstyle.append("mainrs" if n % 5 == 0 else "bare")
+                mainrs = (n * 37 % 100) < float(output_cfg.get("mainrs_share", 0.2)) * 100
+                self.vm_rstyle.append("mainrs" if mainrs else "bare")
             elif v.id_style == "hash":
                 self.vm_idf.append(v.filter_hash + " ")
                 self.vm_rstyle.append("ruleset")

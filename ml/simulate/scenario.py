@@ -95,6 +95,7 @@ DEFAULTS: dict = {
         "icmp_typecode_share": 0.5,
         "sew_share": 0.2,
         "rule_tags": True,
+        "mainrs_share": 0.2,
     },
     "incidents": {"warmup_hours": 3.0},
 }
@@ -103,10 +104,13 @@ INCIDENT_DEFAULTS: dict = {"enabled": True, "per_day": 1.0, "intensity": 1.0,
                            "duration_minutes": 20.0}
 
 
+REPLACED = {"format_mix", "id_styles", "ports"}   # tables a scenario replaces, never merges
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in REPLACED:
             out[key] = _merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
