@@ -1,0 +1,755 @@
+"""The shipper: raw lines from files, stdin or syslog to ``_bulk`` with idempotent ids and a spool."""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import gzip
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+from plugin.config import Config, parse_duration
+from plugin.errors import EngineRequestError, EngineUnavailable, FwsiemError, InputError
+from plugin.lines import line_document
+
+log = logging.getLogger(__name__)
+
+STDIN = "-"
+STDIN_PATH = "stdin"
+GZIP_MAGIC = b"\x1f\x8b"
+DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
+# Lines up to this size go to the pipeline whole (it dead-letters anything over its own limit);
+# a longer line is dead-lettered by the shipper itself so that memory stays bounded.
+DEFAULT_READ_LINE_BYTES = 4 * 1024 * 1024
+SPOOL_SUFFIX = ".ndjson"
+
+
+def _dumps(obj: dict) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def line_id(identity: str, offset: int, raw: bytes) -> str:
+    """The ``_id`` of one line: its source, its byte offset and its content.
+
+    The same line of the same source always gets the same id, so re-ingesting adds nothing.
+
+    >>> line_id("/var/log/a.log", 0, b"x") == line_id("/var/log/a.log", 0, b"x")
+    True
+    >>> line_id("/var/log/a.log", 0, b"x") != line_id("/var/log/a.log", 2, b"x")
+    True
+    """
+    h = hashlib.sha1(identity.encode("utf-8", "surrogateescape"))
+    h.update(b"\x1f%d\x1f" % offset)
+    h.update(raw)
+    return h.hexdigest()
+
+
+# -- sources ----------------------------------------------------------------------------------
+def expand_paths(paths: Iterable[str]) -> list[str]:
+    """Files named by paths, directories (recursively, sorted) and globs; ``-`` is stdin.
+
+    Raises :class:`InputError` naming any argument that matches nothing.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def add(p: str) -> None:
+        key = p if p == STDIN else os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(key)
+
+    for arg in paths:
+        if arg == STDIN:
+            add(STDIN)
+            continue
+        matches = sorted(glob.glob(arg, recursive=True)) if glob.has_magic(arg) else [arg]
+        found = False
+        for m in matches:
+            if os.path.isdir(m):
+                for root, dirs, files in os.walk(m):
+                    dirs.sort()
+                    for name in sorted(files):
+                        if not name.startswith("."):
+                            add(os.path.join(root, name))
+                            found = True
+            elif os.path.isfile(m):
+                add(m)
+                found = True
+        if not found:
+            raise InputError(f"{arg}: no such file, directory or matching glob",
+                             hint="check the path; use - to read standard input")
+    return out
+
+
+def open_source(path: str) -> BinaryIO:
+    """A binary stream over a file, transparently decompressing gzip (by its magic bytes)."""
+    if path == STDIN:
+        return sys.stdin.buffer
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read: {exc.strerror}") from None
+    if fh.read(2) == GZIP_MAGIC:
+        fh.seek(0)
+        return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
+    fh.seek(0)
+    return fh
+
+
+@dataclass
+class Line:
+    """One line read from a source: where it starts, its bytes (without the newline)."""
+
+    offset: int
+    raw: bytes
+    length: int  # bytes consumed including the terminator
+    overlong: bool = False
+
+
+def read_lines(stream: BinaryIO, offset: int = 0, *, max_bytes: int = DEFAULT_READ_LINE_BYTES,
+               keep_partial: bool = True) -> Iterator[Line]:
+    """Lines of a binary stream with their byte offsets, in bounded memory.
+
+    A line longer than ``max_bytes`` is not held whole: its first ``max_bytes`` bytes are kept and
+    it is flagged ``overlong`` (its full length is in ``length``). With ``keep_partial`` false, a
+    last line without its newline is not returned (a writer may still be appending to it).
+
+    >>> import io
+    >>> [(ln.offset, ln.raw) for ln in read_lines(io.BytesIO(b"ab\\ncd\\r\\n\\nef"))]
+    [(0, b'ab'), (3, b'cd'), (7, b''), (8, b'ef')]
+    """
+    while True:
+        chunk = stream.readline(max_bytes + 1)
+        if not chunk:
+            return
+        length = len(chunk)
+        if chunk.endswith(b"\n"):
+            raw = chunk[:-1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            yield Line(offset, raw, length)
+        elif length > max_bytes:
+            head = chunk[:max_bytes]
+            while True:  # skip the rest of the line without keeping it
+                more = stream.readline(1024 * 1024)
+                if not more:
+                    break
+                length += len(more)
+                if more.endswith(b"\n"):
+                    break
+            yield Line(offset, head, length, overlong=True)
+        else:
+            if not keep_partial:
+                return
+            yield Line(offset, chunk, length)
+        offset += length
+
+
+# -- batches and results ------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """Bulk items ready to send: encoded action and source lines, and where they came from."""
+
+    pipeline: str | None
+    items: list[tuple[bytes, bytes]] = field(default_factory=list)
+    nbytes: int = 0
+    # per source: (first offset, end offset, lines)
+    spans: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, action: dict, source: dict | bytes, where: str | None = None,
+            offset: int | None = None, end: int | None = None) -> None:
+        a = _dumps(action)
+        s = source if isinstance(source, bytes) else _dumps(source)
+        self.items.append((a, s))
+        self.nbytes += len(a) + len(s) + 2
+        if where is not None and offset is not None:
+            span = self.spans.get(where)
+            if span is None:
+                self.spans[where] = [offset, end if end is not None else offset, 1]
+            else:
+                span[1] = max(span[1], end if end is not None else offset)
+                span[2] += 1
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def body(self) -> bytes:
+        return b"".join(a + b"\n" + s + b"\n" for a, s in self.items)
+
+    def describe(self) -> str:
+        if not self.spans:
+            return f"{len(self)} documents"
+        parts = [f"{path} bytes {lo}-{hi} ({n} lines)" for path, (lo, hi, n) in self.spans.items()]
+        return "; ".join(parts)
+
+
+@dataclass
+class IngestStats:
+    """Where every line went. ``read + replayed_from_spool`` equals the sum of the outcomes."""
+
+    read: int = 0
+    bytes_read: int = 0
+    indexed: int = 0
+    already_present: int = 0
+    dead_lettered: int = 0
+    spooled: int = 0
+    replayed: int = 0  # documents taken from the spool this run (their outcomes are counted too)
+    retried: int = 0
+    by_format: dict[str, int] = field(default_factory=dict)
+    spool_files: list[str] = field(default_factory=list)
+    not_written: list[str] = field(default_factory=list)
+    not_read: list[str] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def written(self) -> int:
+        return self.indexed + self.already_present + self.dead_lettered
+
+    @property
+    def ok(self) -> bool:
+        return not self.spooled and not self.not_read
+
+    def as_dict(self) -> dict:
+        keys = ("read", "bytes_read", "indexed", "already_present", "dead_lettered", "spooled",
+                "replayed", "retried", "by_format", "spool_files", "not_written", "not_read")
+        return {k: getattr(self, k) for k in keys}
+
+
+# -- the spool ----------------------------------------------------------------------------------
+class Spool:
+    """Batches the engine could not take, one NDJSON file each, replayed oldest first.
+
+    A file holds one header line (pipeline, what it contains) and the bulk body as it would
+    have been sent; it is written to a temporary name and renamed, so a crash never leaves half a
+    batch that looks whole. Ids are kept, so replaying twice never duplicates.
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.dir = Path(os.path.expanduser(str(directory)))
+        self._seq = 0
+
+    def write(self, batch: Batch, reason: str = "") -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        final = self.dir / f"batch-{stamp}-{os.getpid()}-{self._seq:06d}{SPOOL_SUFFIX}"
+        tmp = final.with_suffix(".tmp")
+        header = {"fwsiem_spool": 1, "pipeline": batch.pipeline, "documents": len(batch),
+                  "what": batch.describe(), "reason": reason[:500]}
+        with open(tmp, "wb") as fh:
+            fh.write(_dumps(header) + b"\n")
+            fh.write(batch.body())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        return final
+
+    def pending(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(self.dir.glob(f"batch-*{SPOOL_SUFFIX}"))
+
+    def pending_documents(self) -> int:
+        total = 0
+        for p in self.pending():
+            try:
+                with open(p, "rb") as fh:
+                    total += int(json.loads(fh.readline()).get("documents", 0))
+            except (OSError, ValueError):
+                continue
+        return total
+
+    @staticmethod
+    def load(path: Path) -> Batch:
+        with open(path, "rb") as fh:
+            header = json.loads(fh.readline())
+            batch = Batch(header.get("pipeline"))
+            while True:
+                action = fh.readline()
+                if not action:
+                    break
+                source = fh.readline()
+                batch.items.append((action.rstrip(b"\n"), source.rstrip(b"\n")))
+                batch.nbytes += len(action) + len(source)
+        return batch
+
+
+# -- sending ------------------------------------------------------------------------------------
+class Shipper:
+    """Sends batches to ``_bulk`` and accounts for every document; spools what cannot be written.
+
+    ``connect`` returns a store (it may raise :class:`EngineUnavailable`); the shipper connects
+    lazily so that a cluster that is down at start still lets lines be spooled. Whole-request
+    failures are retried with exponential backoff for up to ``retry_wait`` seconds, items rejected
+    with 429 likewise; then the batch is spooled and the shipper is "down" until a later
+    :meth:`replay` succeeds. Items the engine refuses for good (a mapping conflict, say) are
+    written to the dead-letter index with the engine's reason, so no line is ever dropped.
+    """
+
+    def __init__(self, connect: Callable[[], object], *, events_index: str, deadletter_index: str,
+                 spool: Spool, stats: IngestStats | None = None, retry_wait: float = 15.0,
+                 probe_interval: float = 5.0, engine_name: str = "the engine") -> None:
+        self._connect = connect
+        self.engine_name = engine_name
+        self._store = None
+        self.events_index = events_index
+        self.deadletter_index = deadletter_index
+        self.spool = spool
+        self.stats = stats or IngestStats()
+        self.retry_wait = retry_wait
+        self.probe_interval = probe_interval
+        self.down_reason: str | None = None
+        self._down_at = 0.0
+
+    # engine state
+    @property
+    def down(self) -> bool:
+        return self.down_reason is not None
+
+    @property
+    def store(self):
+        if self._store is None:
+            self._store = self._connect()
+        return self._store
+
+    def store_name(self) -> str:
+        return self._store.safe_url if self._store is not None else self.engine_name
+
+    def _mark_down(self, reason: str) -> None:
+        if self.down_reason is None:
+            log.warning("engine cannot take data: %s; spooling to %s", reason, self.spool.dir)
+        self.down_reason = reason
+        self._down_at = time.monotonic()
+
+    # public API
+    def send(self, batch: Batch) -> None:
+        """Write a batch, or spool it when the engine cannot take it."""
+        if not batch.items:
+            return
+        if self.down and time.monotonic() - self._down_at < self.probe_interval:
+            self._spool(batch, self.down_reason or "engine unavailable")
+            return
+        budget = self.retry_wait if not self.down else 0.0
+        try:
+            self._write(batch, budget)
+        except EngineUnavailable as exc:
+            self._mark_down(str(exc))
+            self._spool(batch, str(exc))
+            return
+        if self.down:
+            self.down_reason = None
+            log.warning("engine is back; replaying the spool")
+            self.replay()
+
+    def replay(self) -> int:
+        """Send spooled batches, oldest first; stop at the first the engine cannot take.
+
+        Returns the number of documents replayed. A file another process is replaying is skipped.
+        """
+        done = 0
+        for path in self.spool.pending():
+            try:
+                fh = open(path, "rb")  # noqa: SIM115 - held open for its lock
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                if not path.exists():  # replayed and removed by someone else meanwhile
+                    continue
+                batch = Spool.load(path)
+                try:
+                    self._write(batch, self.retry_wait if not self.down else 0.0, replay=True)
+                except EngineUnavailable as exc:
+                    self._mark_down(str(exc))
+                    return done
+                self.down_reason = None
+                path.unlink()
+                done += len(batch)
+                self.stats.replayed += len(batch)
+            finally:
+                fh.close()
+        return done
+
+    def flush_spool_on_exit(self) -> None:
+        """Record what is still spooled so the summary can name it."""
+        for p in self.spool.pending():
+            if str(p) not in self.stats.spool_files:
+                self.stats.spool_files.append(str(p))
+
+    # internals
+    def _spool(self, batch: Batch, reason: str) -> None:
+        path = self.spool.write(batch, reason)
+        self.stats.spooled += len(batch)
+        self.stats.spool_files.append(str(path))
+        self.stats.not_written.append(f"{batch.describe()} -> spooled to {path}")
+
+    def _bulk(self, body: bytes, pipeline: str | None) -> dict:
+        params = {"pipeline": pipeline} if pipeline else None
+        return self.store.request("POST", "/_bulk", body=body, params=params)
+
+    def _write(self, batch: Batch, budget: float, replay: bool = False) -> None:
+        """Write every item of a batch or raise EngineUnavailable (nothing counted twice)."""
+        pending = list(batch.items)
+        deadline = time.monotonic() + budget
+        delay = 0.5
+        while pending:
+            body = b"".join(a + b"\n" + s + b"\n" for a, s in pending)
+            try:
+                resp = self._bulk(body, batch.pipeline)
+            except EngineUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    if len(pending) != len(batch.items):
+                        batch.items = pending  # spool only what is still unwritten
+                    raise
+                log.info("bulk failed (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            except EngineRequestError as exc:
+                # The whole request was refused (e.g. the pipeline does not exist): nothing was
+                # written, and retrying will not help; keep the batch.
+                if len(pending) != len(batch.items):
+                    batch.items = pending
+                raise EngineUnavailable(f"{exc}") from None
+            retry: list[tuple[bytes, bytes]] = []
+            refused: list[tuple[tuple[bytes, bytes], dict]] = []
+            for item, sent in zip(resp.get("items", []), pending, strict=True):
+                info = next(iter(item.values()))
+                status = int(info.get("status", 0))
+                if status in (200, 201):
+                    if str(info.get("_index", "")).startswith(self.deadletter_index):
+                        self.stats.dead_lettered += 1
+                    else:
+                        self.stats.indexed += 1
+                elif status == 409:
+                    self.stats.already_present += 1
+                elif status in (429, 502, 503, 504):
+                    retry.append(sent)
+                else:
+                    refused.append((sent, info))
+            if refused:
+                self._dead_letter_refused(refused, batch.pipeline)
+            if retry:
+                self.stats.retried += len(retry)
+                if time.monotonic() + delay > deadline:
+                    batch.items = retry
+                    raise EngineUnavailable(
+                        f"{self.store.safe_url} rejected {len(retry)} documents as overloaded (429) "
+                        f"for {budget:.0f}s")
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            pending = retry
+
+    def _dead_letter_refused(self, refused: list, pipeline: str | None) -> None:
+        """Documents the engine refused for good become dead letters carrying its reason."""
+        letters = Batch(None)
+        now = datetime.now(timezone.utc).isoformat()
+        for (action, source), info in refused:
+            err = info.get("error") or {}
+            reason = err.get("reason", str(err)) if isinstance(err, dict) else str(err)
+            etype = err.get("type", "") if isinstance(err, dict) else ""
+            doc = json.loads(source)
+            act = json.loads(action)
+            op = next(iter(act.values()))
+            letters.add({"create": {"_index": self.deadletter_index, "_id": op.get("_id")}},
+                        dead_letter_document(doc, f"{etype}: {reason}".strip(": "), "indexing_error",
+                                             pipeline=pipeline or "", processor="index",
+                                             timestamp=now))
+        self._write(letters, self.retry_wait)
+
+
+def dead_letter_document(doc: dict, message: str, error_type: str, *, pipeline: str,
+                         processor: str, timestamp: str | None = None) -> dict:
+    """A dead letter for a shipper document (the pipeline's input or an ECS event)."""
+    event = dict(doc.get("event") or {})
+    original = doc.get("message", event.get("original"))
+    if original is None:
+        original = json.dumps(doc, ensure_ascii=False)[:65536]
+    out: dict = {
+        "@timestamp": timestamp or datetime.now(timezone.utc).isoformat(),
+        "event": {"original": original, "kind": "pipeline_error"},
+        "error": {"message": message[:8000], "type": error_type},
+        "fwsiem": {"deadletter": {"pipeline": pipeline, "processor": processor,
+                                  "processor_tag": "shipper"}},
+    }
+    if event.get("module"):
+        out["event"]["module"] = event["module"]
+    if doc.get("log"):
+        out["log"] = {k: v for k, v in doc["log"].items() if k in ("file", "offset")}
+    if doc.get("tags"):
+        out["tags"] = doc["tags"]
+    b64 = (doc.get("fwsiem") or {}).get("original_b64")
+    if b64:
+        out["fwsiem"]["original_b64"] = b64
+    return out
+
+
+# -- files to batches ---------------------------------------------------------------------------
+@dataclass
+class ShipSettings:
+    """What ``fwsiem ingest`` reads from configuration (with defaults when a key is missing)."""
+
+    events_index: str = "logs-fwsiem.events-default"
+    deadletter_index: str = "fwsiem-deadletter"
+    pipeline: str = "fwsiem-logs"
+    spool_dir: str = ".fwsiem/spool"
+    batch_docs: int = 2000
+    batch_bytes: int = DEFAULT_BATCH_BYTES
+    max_line_bytes: int = 65536
+    max_read_line_bytes: int = DEFAULT_READ_LINE_BYTES
+    retry_wait: float = 15.0
+    poll_interval: float = 0.5
+
+    @classmethod
+    def from_config(cls, config: Config) -> ShipSettings:
+        indices = config.section("indices")
+        engine = config.section("engine")
+        ingest = config.section("ingest")
+        return cls(
+            events_index=indices.get("events", cls.events_index),
+            deadletter_index=indices.get("deadletter", cls.deadletter_index),
+            pipeline=ingest.get("pipeline", cls.pipeline),
+            spool_dir=engine.get("spool_dir", cls.spool_dir),
+            batch_docs=int(engine.get("bulk_chunk", cls.batch_docs)),
+            batch_bytes=int(ingest.get("batch_bytes", cls.batch_bytes)),
+            max_line_bytes=int(ingest.get("max_line_bytes", cls.max_line_bytes)),
+            max_read_line_bytes=int(ingest.get("max_read_line_bytes", cls.max_read_line_bytes)),
+            retry_wait=parse_duration(ingest.get("retry_wait", cls.retry_wait)),
+            poll_interval=parse_duration(ingest.get("poll_interval", cls.poll_interval)),
+        )
+
+
+class LineBatcher:
+    """Turns lines into bounded batches of pipeline documents and hands them to a shipper."""
+
+    def __init__(self, shipper: Shipper, settings: ShipSettings, module: str | None = None,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        self.shipper = shipper
+        self.settings = settings
+        self.module = module
+        self.on_batch = on_batch
+        self.batch = Batch(settings.pipeline)
+        self.direct = Batch(None)  # shipper-made dead letters (overlong lines)
+
+    def add_line(self, line: Line, path: str, identity: str) -> None:
+        stats = self.shipper.stats
+        stats.read += 1
+        stats.bytes_read += line.length
+        if line.overlong:
+            self._add_overlong(line, path, identity)
+        else:
+            doc = line_document(line.raw, path=path, offset=line.offset, module=self.module)
+            self.batch.add({"create": {"_index": self.settings.events_index,
+                                       "_id": line_id(identity, line.offset, line.raw)}},
+                           doc, path, line.offset, line.offset + line.length)
+        if (len(self.batch) >= self.settings.batch_docs
+                or self.batch.nbytes >= self.settings.batch_bytes):
+            self.flush()
+
+    def add_document(self, doc: dict, doc_id: str, where: str = "syslog") -> None:
+        """A ready pipeline document (e.g. from the syslog receiver)."""
+        self.shipper.stats.read += 1
+        self.batch.add({"create": {"_index": self.settings.events_index, "_id": doc_id}}, doc)
+        if (len(self.batch) >= self.settings.batch_docs
+                or self.batch.nbytes >= self.settings.batch_bytes):
+            self.flush()
+
+    def _add_overlong(self, line: Line, path: str, identity: str) -> None:
+        head = line.raw[: self.settings.max_line_bytes]
+        doc = line_document(head, path=path, offset=line.offset, module=self.module)
+        msg = (f"line of {line.length} bytes is longer than the shipper's read limit of "
+               f"{self.settings.max_read_line_bytes} bytes; its first {len(head)} bytes are kept")
+        letter = dead_letter_document(doc, msg, "rejected_line", pipeline="shipper",
+                                      processor="read")
+        ident = line_id(identity, line.offset, head + b"\x1f%d" % line.length)
+        self.direct.add({"create": {"_index": self.settings.deadletter_index, "_id": ident}},
+                        letter, path, line.offset, line.offset + line.length)
+
+    def flush(self) -> None:
+        for b in (self.batch, self.direct):
+            if b.items:
+                n = len(b)
+                self.shipper.send(b)
+                if self.on_batch:
+                    self.on_batch(n)
+        self.batch = Batch(self.settings.pipeline)
+        self.direct = Batch(None)
+
+
+def ingest_paths(paths: list[str], batcher: LineBatcher, *, stop_when_down: bool = True) -> None:
+    """Read every source to its end through the batcher.
+
+    With ``stop_when_down`` (files that can be read again), reading stops once the engine cannot
+    take data: what was read is spooled and the unread rest of each source is reported.
+    """
+    shipper = batcher.shipper
+    for i, path in enumerate(paths):
+        stream = open_source(path)
+        shown = STDIN_PATH if path == STDIN else path
+        identity = STDIN_PATH if path == STDIN else path
+        end = 0
+        try:
+            for line in read_lines(stream, max_bytes=batcher.settings.max_read_line_bytes):
+                batcher.add_line(line, shown, identity)
+                end = line.offset + line.length
+                if stop_when_down and shipper.down and path != STDIN:
+                    batcher.flush()
+                    shipper.stats.not_read.append(f"{shown} from byte {end}")
+                    shipper.stats.not_read.extend(f"{p}" for p in paths[i + 1:])
+                    return
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+    batcher.flush()
+
+
+# -- following files across rotation -------------------------------------------------------------
+@dataclass
+class _Tail:
+    path: str
+    stream: BinaryIO | None = None
+    inode: tuple[int, int] | None = None
+    offset: int = 0
+
+
+def follow_paths(paths: list[str], batcher: LineBatcher, *, from_start: bool = True,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
+    """Read files and keep reading what is appended, across rotation and truncation.
+
+    A rotated file (the path now names another inode) is read to its end before the new file is
+    opened from its start; a truncated file (size below the offset read) is read again from 0.
+    Partial batches are flushed whenever the files are idle.
+    """
+    tails = [_Tail(p) for p in paths if p != STDIN]
+    for t in tails:
+        _reopen(t, at_end=not from_start)
+    settings = batcher.settings
+    while not should_stop():
+        progressed = False
+        for t in tails:
+            progressed |= _drain(t, batcher)
+            try:
+                st = os.stat(t.path)
+            except FileNotFoundError:
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if t.inode is not None and ident != t.inode:
+                progressed |= _drain(t, batcher, final=True)  # the rotated file's last lines
+                _reopen(t, at_end=False)
+                progressed = True
+            elif t.stream is None or st.st_size < t.offset:
+                _reopen(t, at_end=False)
+                progressed = True
+        if not progressed:
+            batcher.flush()
+            if batcher.shipper.down:
+                batcher.shipper.replay()
+            time.sleep(settings.poll_interval)
+    for t in tails:
+        if t.stream:
+            t.stream.close()
+    batcher.flush()
+
+
+def _reopen(t: _Tail, at_end: bool) -> None:
+    if t.stream:
+        t.stream.close()
+        t.stream = None
+    try:
+        fh = open(t.path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        t.inode = None
+        t.offset = 0
+        return
+    st = os.fstat(fh.fileno())
+    t.inode = (st.st_dev, st.st_ino)
+    t.offset = st.st_size if at_end else 0
+    fh.seek(t.offset)
+    t.stream = fh
+
+
+def _drain(t: _Tail, batcher: LineBatcher, final: bool = False) -> bool:
+    if t.stream is None:
+        return False
+    got = False
+    t.stream.seek(t.offset)
+    for line in read_lines(t.stream, t.offset, max_bytes=batcher.settings.max_read_line_bytes,
+                           keep_partial=final):
+        batcher.add_line(line, t.path, t.path)
+        t.offset = line.offset + line.length
+        got = True
+    return got
+
+
+# -- the summary --------------------------------------------------------------------------------
+def format_counts(store, settings: ShipSettings, paths: Iterable[str], since: str) -> dict[str, int]:
+    """Events written from these sources since ``since``, by ``event.dataset`` (one aggregation)."""
+    shown = [STDIN_PATH if p == STDIN else p for p in paths]
+    store.refresh(settings.events_index)
+    counts: dict[str, int] = {}
+    for i in range(0, len(shown), 10000):
+        query = {"bool": {"filter": [
+            {"terms": {"log.file.path": shown[i:i + 10000]}},
+            {"range": {"event.ingested": {"gte": since}}},
+        ]}}
+        aggs = {"f": {"terms": {"field": "event.dataset", "size": 100, "missing": "(none)"}}}
+        res = store.aggregate(settings.events_index, aggs, query=query)
+        for b in res.get("f", {}).get("buckets", []):
+            counts[b["key"]] = counts.get(b["key"], 0) + int(b["doc_count"])
+    return counts
+
+
+def summary_lines(stats: IngestStats) -> list[str]:
+    """The end-of-run summary a user reads."""
+    out = [
+        f"lines read:       {stats.read:,} ({stats.bytes_read:,} bytes)",
+        f"indexed:          {stats.indexed:,}",
+        f"already present:  {stats.already_present:,}",
+        f"dead-lettered:    {stats.dead_lettered:,}",
+    ]
+    if stats.replayed:
+        out.append(f"replayed from spool: {stats.replayed:,} (included above)")
+    if stats.by_format:
+        out.append("indexed by format: " + ", ".join(
+            f"{k} {v:,}" for k, v in sorted(stats.by_format.items(), key=lambda kv: -kv[1])))
+    if stats.spooled:
+        out.append(f"NOT WRITTEN:      {stats.spooled:,} (spooled, replayed on the next run)")
+        out.extend(f"  {w}" for w in stats.not_written)
+    if stats.not_read:
+        out.append("NOT READ (run again to continue; nothing will be duplicated):")
+        out.extend(f"  {w}" for w in stats.not_read)
+    return out
+
+
+class NotWritten(FwsiemError):
+    """The engine could not take everything; what was not written is named and spooled."""
+
+    exit_code = 3
+
+
+def check_written(stats: IngestStats, engine: str) -> None:
+    if stats.ok:
+        return
+    parts = []
+    if stats.spooled:
+        parts.append(f"{stats.spooled:,} lines spooled ({len(stats.spool_files)} files under "
+                     f"{os.path.dirname(stats.spool_files[0]) if stats.spool_files else '?'})")
+    if stats.not_read:
+        parts.append("not read: " + ", ".join(stats.not_read[:5])
+                     + (" ..." if len(stats.not_read) > 5 else ""))
+    raise NotWritten(f"{engine} could not take the data: " + "; ".join(parts),
+                     hint="run the same command again when the engine is back; spooled lines are "
+                          "replayed first and nothing is duplicated")
