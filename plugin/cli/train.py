@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -255,8 +256,7 @@ def compare(ctx, csv_path, label, index, field, features, since, until, normal_v
             raise click.BadParameter(f"unknown model(s) {unknown}; known: {sorted(models)}",
                                      param_hint="--models")
         models = {m: models[m] for m in wanted}
-    with click.progressbar(length=len(models), label="comparing", file=click.get_text_stream(
-            "stderr")) as bar:
+    with click.progressbar(length=len(models), label="comparing", file=sys.stderr) as bar:
         def step(name):
             bar.label = f"comparing ({name})"
             bar.update(1)
