@@ -13,7 +13,7 @@ import numpy as np
 
 from ml.simulate.datacenter import build_datacenter
 from ml.simulate.incidents import SIGNALS, incident_sessions, schedule
-from ml.simulate.render import NsxRenderer, flow_records, iso_ms, nfdump_summary, NFDUMP_HEADER
+from ml.simulate.render import NFDUMP_HEADER, NsxRenderer, flow_records, iso_ms, nfdump_summary
 from ml.simulate.rules import ACTIONS, Rule, build_ruleset
 from ml.simulate.scenario import Scenario, load_scenario
 from ml.simulate.sessions import SERVICE_NAMES, SERVICES, Edge, concat, diurnal_multiplier
