@@ -15,6 +15,9 @@ __all__ = ["Service", "Rule", "rule_from_dict", "contains", "find_shadowed", "ru
            "narrowed_rule", "deny_spikes", "top_dropped"]
 
 ALLOW_ACTIONS = {"allow", "pass", "accept", "permit"}
+#: Administrative and database ports that should never be open to any source.
+SENSITIVE_PORTS = (22, 23, 135, 139, 445, 1433, 1521, 2375, 3306, 3389, 5432, 5900, 5985, 6379,
+                   9200, 11211, 27017)
 _PROTO = {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp"}
 
 
@@ -74,7 +77,12 @@ class Service:
         return port is not None and self.lo <= int(port) <= self.hi
 
     def size(self) -> int:
-        return (self.hi - self.lo + 1) * (1 if self.proto else 3)
+        """Number of (protocol, port) pairs; protocols without ports count once."""
+        if self.proto is None:
+            return 65536 * 2 + 254
+        if self.proto not in ("tcp", "udp", "sctp"):
+            return 1
+        return self.hi - self.lo + 1
 
     def __str__(self) -> str:
         if self.is_any:
@@ -138,7 +146,7 @@ class Rule:
         return sum(n.num_addresses for n in nets) if nets else 2 ** 32
 
     def port_space(self) -> int:
-        return sum(s.size() for s in self.services) if self.services else 65536 * 3
+        return sum(s.size() for s in self.services) if self.services else Service().size()
 
 
 def _in(ip: str, nets: tuple) -> bool:
@@ -277,8 +285,9 @@ def narrowed_rule(rule: Rule, flows: pd.DataFrame, k: int = 8, min_prefixlen: in
 
 
 def rule_findings(rules: Sequence[Rule], stats: pd.DataFrame, flows: pd.DataFrame | None = None,
-                  *, dominant_share: float = 0.3, dominant_ratio: float = 2.0,
+                  *, dominant_share: float = 0.15, dominant_ratio: float = 1.5,
                   broad_factor: float = 1000.0, broad_min_hits: int = 20,
+                  sensitive_ports: Iterable[int] = SENSITIVE_PORTS,
                   narrow_k: int = 8, narrow_min_prefixlen: int = 24) -> list[dict]:
     """Findings over a period: ``unused``, ``shadowed``, ``overly_broad``, ``dominant``.
 
@@ -351,6 +360,7 @@ def rule_findings(rules: Sequence[Rule], stats: pd.DataFrame, flows: pd.DataFram
                                      "reason": f"takes {share:.0%} of all hits; check whether it "
                                                "is broader than intended or hides a busy flow"}})
     if flows is not None and len(flows):
+        sensitive = set(int(p) for p in sensitive_ports)
         for r in rules:
             if r.disabled or not r.allows or r.id in shadowed:
                 continue
@@ -358,19 +368,26 @@ def rule_findings(rules: Sequence[Rule], stats: pd.DataFrame, flows: pd.DataFram
             hits = int(f["count"].sum())
             if hits < broad_min_hits:
                 continue
-            used_src = f["source.ip"].nunique()
-            used_dst = f["destination.ip"].nunique()
             used_svc = len(f.groupby(["network.transport", "destination.port"]))
-            defined = (float(r.address_space("sources")) * r.address_space("destinations")
-                       * r.port_space())
-            used = float(used_src) * used_dst * used_svc
-            if defined / max(used, 1.0) < broad_factor:
+            reasons = []
+            svc_ratio = r.port_space() / max(used_svc, 1)
+            if svc_ratio >= broad_factor:
+                reasons.append(f"allows {r.port_space()} services, traffic used {used_svc}")
+            open_sensitive = sorted(
+                p for p in sensitive if any(s.matches("tcp", p) for s in r.services)
+            ) if r.services else []
+            if not r.sources and open_sensitive:
+                reasons.append(f"opens administrative/database port(s) {open_sensitive} to any "
+                               "source")
+            if not reasons:
                 continue
-            out.append({"kind": "overly_broad", "rule": r.id, "severity": "medium",
-                        "evidence": {"hits": hits, "distinct_sources": int(used_src),
-                                     "distinct_destinations": int(used_dst),
+            out.append({"kind": "overly_broad", "rule": r.id, "severity": "high" if len(
+                reasons) > 1 or open_sensitive else "medium",
+                        "evidence": {"hits": hits, "reasons": reasons,
+                                     "distinct_sources": int(f["source.ip"].nunique()),
+                                     "distinct_destinations": int(f["destination.ip"].nunique()),
                                      "distinct_services": int(used_svc),
-                                     "defined_to_used": float(f"{defined / max(used, 1):.3g}")},
+                                     "defined_services": int(r.port_space())},
                         "proposal": {"action": "tighten_rule", "rule": r.id,
                                      "narrowed": narrowed_rule(r, f, k=narrow_k,
                                                                min_prefixlen=narrow_min_prefixlen)}})
@@ -425,3 +442,43 @@ def top_dropped(table: pd.DataFrame, n: int = 10) -> list[dict]:
              "count": int(c), "share": round(c / total, 4), "sources": int(s)}
             for ip, port, c, s in zip(top["destination.ip"], top["destination.port"], top["count"],
                                       top["sources"], strict=True)]
+
+
+def stats_from_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Per-rule ``hits``/``allowed``/``denied``/``first``/``last`` from ECS events (what the
+    engine's per-rule aggregation gives), for tests and simulations.
+
+    Examples
+    --------
+    >>> ev = pd.DataFrame({"rule.id": ["1", "1", "2"], "event.action": ["pass", "drop", "drop"],
+    ...                    "@timestamp": pd.to_datetime([1, 2, 3], unit="s", utc=True)})
+    >>> stats_from_events(ev)[["hits", "denied"]].values.tolist()
+    [[2, 1], [1, 1]]
+    """
+    denied = events["event.action"].astype(str).str.lower().isin(["drop", "reject", "deny"])
+    g = events.assign(_denied=denied.astype(int)).groupby(events["rule.id"].astype(str))
+    out = pd.DataFrame({"hits": g.size(), "denied": g["_denied"].sum(),
+                        "first": g["@timestamp"].min(), "last": g["@timestamp"].max()})
+    out["allowed"] = out["hits"] - out["denied"]
+    out.index.name = "rule"
+    return out
+
+
+def flows_from_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Per (rule, source, destination, transport, port) event counts from ECS events.
+
+    Examples
+    --------
+    >>> ev = pd.DataFrame({"rule.id": ["1", "1"], "source.ip": ["a", "a"],
+    ...                    "destination.ip": ["b", "b"], "network.transport": ["tcp", "tcp"],
+    ...                    "destination.port": [22, 22]})
+    >>> flows_from_events(ev)["count"].tolist()
+    [2]
+    """
+    keys = ["rule.id", "source.ip", "destination.ip", "network.transport", "destination.port"]
+    ev = events[keys].copy()
+    ev["rule.id"] = ev["rule.id"].astype(str)
+    ev["destination.port"] = pd.to_numeric(ev["destination.port"], errors="coerce").fillna(0
+                                                                                         ).astype(int)
+    ev["network.transport"] = ev["network.transport"].fillna("").astype(str)
+    return ev.groupby(keys, sort=True).size().rename("count").reset_index()

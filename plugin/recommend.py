@@ -30,10 +30,11 @@ DEFAULTS = {
     "period": "7d",
     "internal_networks": list(al.DEFAULT_INTERNAL),
     "org_prefixlen": 16,
-    "dominant_share": 0.3,
-    "dominant_ratio": 2.0,
+    "dominant_share": 0.15,
+    "dominant_ratio": 1.5,
     "broad_factor": 1000.0,
     "broad_min_hits": 20,
+    "sensitive_ports": list(hy.SENSITIVE_PORTS),
     "spike_factor": 10.0,
     "spike_min_denied": 50,
     "top_dropped": 10,
@@ -262,6 +263,7 @@ def hygiene_recommendations(store, config: Config, period: Period) -> list[dict]
         rules, stats[["hits", "allowed", "denied"]], flows,
         dominant_share=float(s["dominant_share"]), dominant_ratio=float(s["dominant_ratio"]),
         broad_factor=float(s["broad_factor"]), broad_min_hits=int(s["broad_min_hits"]),
+        sensitive_ports=[int(p) for p in s["sensitive_ports"]],
         narrow_k=int(s["max_cidrs"]), narrow_min_prefixlen=int(s["min_prefixlen"]))
     for f in findings:
         rid = f["rule"]

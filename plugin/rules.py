@@ -203,7 +203,8 @@ def _nsx_rules(data, source: str) -> tuple[list[Mapping], dict]:
             return ["any" if str(v).upper() == "ANY" else str(v) for v in vals]
 
         svc: list[str] = []
-        for path in r.get("services") or ["ANY"]:
+        paths = r.get("services") or ([] if r.get("service_entries") else ["ANY"])
+        for path in paths:
             if str(path).upper() == "ANY":
                 svc = ["any"]
                 break
