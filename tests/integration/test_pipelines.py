@@ -144,7 +144,7 @@ def test_sample_parses_to_expected_documents(installed, sample: Path):
     expected = json.loads(expected_path.read_text())
     assert len(expected) == len(actual), f"{len(actual)} documents, expected {len(expected)}"
     problems = []
-    for number, (exp, act) in enumerate(zip(expected, actual), start=1):
+    for number, (exp, act) in enumerate(zip(expected, actual, strict=True), start=1):
         diffs = differences(exp, act)
         if diffs:
             original = str(exp.get("event", {}).get("original", ""))[:120]

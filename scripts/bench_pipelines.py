@@ -1,0 +1,46 @@
+"""`_simulate` throughput (lines/s) of the fwsiem-logs pipeline per format, against one engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import requests
+
+from plugin.lines import line_document
+
+PIPELINES = Path(__file__).resolve().parents[1] / "ingest_pipelines"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default="http://127.0.0.1:9251")
+    parser.add_argument("--lines", type=int, default=20000, help="lines simulated per format")
+    parser.add_argument("--batch", type=int, default=1000, help="documents per _simulate request")
+    args = parser.parse_args()
+    session = requests.Session()
+    for path in sorted(p for p in PIPELINES.glob("*.json") if not p.name.startswith("test-")):
+        body = json.loads(path.read_text())
+        session.put(f"{args.url}/_ingest/pipeline/{path.stem}", json=body).raise_for_status()
+    print(f"{'format':<14}{'lines':>8}{'seconds':>10}{'lines/s':>10}")
+    for sample in sorted(PIPELINES.glob("test-*.log")):
+        if sample.name.startswith("test-deadletter"):
+            continue
+        lines = [ln for ln in sample.read_bytes().split(b"\n") if ln]
+        docs = [{"_source": line_document(ln)} for ln in lines]
+        batch = (docs * (args.batch // len(docs) + 1))[: args.batch]
+        rounds = max(1, args.lines // args.batch)
+        started = time.perf_counter()
+        for _ in range(rounds):
+            resp = session.post(f"{args.url}/_ingest/pipeline/fwsiem-logs/_simulate", json={"docs": batch})
+            resp.raise_for_status()
+        elapsed = time.perf_counter() - started
+        done = rounds * args.batch
+        name = sample.stem.removeprefix("test-")
+        print(f"{name:<14}{done:>8}{elapsed:>10.2f}{done / elapsed:>10.0f}")
+
+
+if __name__ == "__main__":
+    main()

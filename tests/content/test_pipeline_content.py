@@ -1,0 +1,147 @@
+"""House rules over every ingest pipeline and its samples, each rule reporting all offenders."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+PIPELINES = Path(__file__).resolve().parents[2] / "ingest_pipelines"
+# Namespaces a pipeline may write: ECS field sets, the vendors' own, fwsiem's, and `_tmp` scratch
+# space that the entry pipeline removes.
+ALLOWED_ROOTS = {
+    "@timestamp", "event", "source", "destination", "network", "rule", "observer", "host", "log",
+    "error", "tags", "nsx", "iptables", "pfsense", "cisco", "panw", "fortinet", "nfdump", "pmacct",
+    "fwsiem", "_tmp", "_index",
+}
+GROK_FIELD = re.compile(r"%\{\w+:([\w.@]+)(?::\w+)?\}|\(\?<([\w.@]+)>")
+PAINLESS_ASSIGN = re.compile(r"ctx\.([A-Za-z_@][\w]*)\s*=(?!=)")
+
+
+def _load() -> dict[Path, dict]:
+    return {p: json.loads(p.read_text()) for p in sorted(PIPELINES.rglob("*.json"))
+            if not p.name.startswith("test-")}
+
+
+PIPELINE_FILES = _load()
+
+
+def _processors(body: dict):
+    def walk(procs, where):
+        for i, proc in enumerate(procs):
+            for kind, conf in proc.items():
+                yield f"{where}[{i}].{kind}", kind, conf
+                yield from walk(conf.get("on_failure", []), f"{where}[{i}].on_failure")
+    yield from walk(body.get("processors", []), "processors")
+    yield from walk(body.get("on_failure", []), "on_failure")
+
+
+def test_there_is_an_entry_pipeline_and_one_per_format():
+    names = {p.stem for p in PIPELINE_FILES}
+    assert {"fwsiem-logs", "fwsiem-nsx-dfw", "fwsiem-iptables", "fwsiem-pfsense", "fwsiem-cisco-asa",
+            "fwsiem-panos", "fwsiem-fortigate", "fwsiem-nfdump", "fwsiem-pmacct"} <= names
+
+
+def test_every_pipeline_has_a_description_and_on_failure():
+    offenders = [p.name for p, b in PIPELINE_FILES.items()
+                 if not b.get("description") or not b.get("on_failure")]
+    assert not offenders
+
+
+def test_every_processor_has_a_unique_tag():
+    offenders = []
+    for path, body in PIPELINE_FILES.items():
+        seen: dict[str, str] = {}
+        for where, _kind, conf in _processors(body):
+            tag = conf.get("tag")
+            if not tag:
+                offenders.append(f"{path.name} {where}: no tag")
+            elif tag in seen:
+                offenders.append(f"{path.name} {where}: tag {tag!r} also at {seen[tag]}")
+            else:
+                seen[tag] = where
+    assert not offenders, "\n".join(offenders)
+
+
+def test_on_failure_turns_the_document_into_a_dead_letter():
+    offenders = []
+    for path, body in PIPELINE_FILES.items():
+        sets = {c.get("field"): c.get("value") for k, c in
+                (next(iter(p.items())) for p in body.get("on_failure", [])) if k == "set"}
+        needed = {"_index": "fwsiem-deadletter", "event.kind": "pipeline_error",
+                  "error.message": "{{{_ingest.on_failure_message}}}",
+                  "fwsiem.deadletter.processor": "{{{_ingest.on_failure_processor_type}}}",
+                  "fwsiem.deadletter.processor_tag": "{{{_ingest.on_failure_processor_tag}}}"}
+        for field, value in needed.items():
+            if sets.get(field) != value:
+                offenders.append(f"{path.name}: on_failure does not set {field} to {value}")
+        if sets.get("fwsiem.deadletter.pipeline") != path.stem:
+            offenders.append(f"{path.name}: on_failure does not name its pipeline")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_every_pipeline_processor_references_an_existing_pipeline():
+    names = {p.stem for p in PIPELINE_FILES}
+    offenders = [f"{p.name} {where}: {conf['name']}" for p, b in PIPELINE_FILES.items()
+                 for where, kind, conf in _processors(b)
+                 if kind == "pipeline" and conf["name"] not in names]
+    assert not offenders
+
+
+def test_flavour_variants_replace_an_existing_pipeline():
+    top = {p.stem for p in PIPELINES.glob("*.json")}
+    offenders = [str(p.relative_to(PIPELINES)) for p in PIPELINE_FILES
+                 if p.parent != PIPELINES and p.stem not in top]
+    assert not offenders
+
+
+def test_every_sample_has_an_expected_file_and_every_expected_file_a_sample():
+    samples = {p.name for p in PIPELINES.glob("test-*.log")}
+    expected = {p.name[: -len("-expected.json")] for p in PIPELINES.glob("test-*.log-expected.json")}
+    assert samples, "no samples"
+    assert not samples ^ expected, sorted(samples ^ expected)
+
+
+def test_every_format_pipeline_has_samples():
+    formats = [p.stem for p in PIPELINE_FILES if p.parent == PIPELINES and p.stem not in
+               ("fwsiem-logs", "fwsiem-network", "fwsiem-community-id")]
+    offenders = [f for f in formats
+                 if not (PIPELINES / f"test-{f.removeprefix('fwsiem-')}.log").exists()]
+    assert not offenders
+
+
+def test_fields_written_are_ecs_or_a_vendor_namespace():
+    offenders = []
+    for path, body in PIPELINE_FILES.items():
+        for where, kind, conf in _processors(body):
+            fields = [conf.get(k) for k in ("field", "target_field") if kind != "grok"
+                      and isinstance(conf.get(k), str)]
+            if kind in ("grok",):
+                for pattern in conf.get("patterns", []) + list(conf.get("pattern_definitions", {}).values()):
+                    fields += [a or b for a, b in GROK_FIELD.findall(pattern)]
+            if kind == "csv":
+                fields += conf.get("target_fields", [])
+            if kind == "script":
+                fields += PAINLESS_ASSIGN.findall(conf.get("source", ""))
+            if kind == "rename":
+                fields = [conf["target_field"]]
+            if kind == "remove":
+                fields = []
+            for field in fields:
+                if field and field.split(".")[0] not in ALLOWED_ROOTS:
+                    offenders.append(f"{path.name} {where}: {field}")
+    assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.parametrize("expected", sorted(PIPELINES.glob("test-*.log-expected.json")),
+                         ids=lambda p: p.name)
+def test_expected_documents_match_their_sample_line_count(expected: Path):
+    sample = expected.with_name(expected.name[: -len("-expected.json")])
+    lines = sample.read_bytes().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    docs = json.loads(expected.read_text())
+    assert len(docs) == len(lines)
+    assert all(d.get("event", {}).get("original") is not None for d in docs)
