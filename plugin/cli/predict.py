@@ -26,10 +26,9 @@ def _check_ip(value: str, what: str) -> str:
 
 def _default_direction(sip: str, dip: str) -> str:
     """Traffic from outside to an internal address enters (ingress), the reverse leaves."""
-    try:
-        src, dst = ipaddress.ip_address(sip).is_private, ipaddress.ip_address(dip).is_private
-    except ValueError:
-        return "unknown"
+    from ml.action import is_internal
+
+    src, dst = is_internal(sip), is_internal(dip)
     if src != dst:
         return "ingress" if dst else "egress"
     return "unknown"
@@ -66,8 +65,13 @@ def _predict(model, frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _network(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 64}", strict=False))
+
+
 def evidence(store, index: str, tup: dict, *, top: int = 5) -> list[dict]:
-    """Past events like the tuple: exact (without source port), then same destination service.
+    """Past events like the tuple: same addresses, same destination, same destination network.
 
     For each scope: the number of events, the actions taken, the rules that took them and
     when the tuple was last seen.
@@ -77,6 +81,8 @@ def evidence(store, index: str, tup: dict, *, top: int = 5) -> list[dict]:
             {"term": {"source.ip": tup["sip"]}}, {"term": {"destination.ip": tup["dip"]}}]),
         ("any source to this destination and service", [
             {"term": {"destination.ip": tup["dip"]}}]),
+        (f"any source to {_network(tup['dip'])} and this service", [
+            {"term": {"destination.ip": _network(tup["dip"])}}]),
     ]
     service = [{"term": {"network.transport": tup["proto"]}}]
     if tup.get("dport"):
