@@ -222,6 +222,18 @@ def build_datacenter(scenario: Scenario) -> Datacenter:
                 put(f"{orgs[-1]}-{kind}", a4)
                 members.append(addr)
             groups[f"{orgs[-1]}-{kind}"] = members
+    # every log format in the mix gets traffic: a host without VMs takes one from a busy host
+    for h in range(n_hosts):
+        if any(v.host == h for v in vms) or not vms:
+            continue
+        load = np.bincount([v.host for v in vms], minlength=n_hosts)
+        donor = next((v for v in vms if load[v.host] > 1), None)
+        if donor is not None:
+            donor.host = h
+            if hosts[h].prefix == "edge":
+                donor.id_style = "none"
+            elif donor.id_style == "none":
+                donor.id_style = "vif"
     groups["vms"] = [at.text[i] for i in pools["vms"]]
     groups["infra"] = [at.text[i] for i in pools["infra"]]
     for role in ("resolver", "ldap", "backup", "monitoring", "jump", "ntp"):
