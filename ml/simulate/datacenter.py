@@ -224,7 +224,8 @@ def build_datacenter(scenario: Scenario) -> Datacenter:
             groups[f"{orgs[-1]}-{kind}"] = members
     # every log format in the mix gets traffic: a host without VMs takes one from a busy host
     for h in range(n_hosts):
-        if any(v.host == h for v in vms) or not vms:
+        busy = {hosts[v.host].prefix for v in vms}
+        if hosts[h].prefix in busy or not vms:
             continue
         load = np.bincount([v.host for v in vms], minlength=n_hosts)
         donor = next((v for v in vms if load[v.host] > 1), None)
