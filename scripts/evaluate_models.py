@@ -1,0 +1,180 @@
+"""Evaluate the batch models on simulated data and NSL-KDD; print the EVALUATION.md section.
+
+    python scripts/evaluate_models.py [--action-hours 72] [--traffic-hours 48] [--skip-compare]
+        [--write EVALUATION.md]
+
+Action predictor: the seed-000 baseline and fwsiem's predictor on the same simulated NSX DFW
+lines (scenario ``seed000``: the shape of seed 000's data), random 80/20 split and time split
+(the last day held out). Traffic classifier: per-destination 5-minute flow aggregates of the
+``default`` scenario, labelled with the simulator's traffic classes; seed 004's kNN raw and
+normalised beside fwsiem's classifier. Classifier comparison: ``fwsiem train compare`` on the
+full NSL-KDD 20% training file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ml.action import action_predictor, seed_baseline, split_frame, tuples_from_events  # noqa: E402
+from ml.metrics import classification_scores, scores_markdown  # noqa: E402
+from ml.simulate import Simulation, load_scenario  # noqa: E402
+from ml.traffic import AGGREGATE_COLUMNS, flow_aggregates, seed_knn, traffic_classifier  # noqa: E402
+
+NSL_KDD = REPO.parent / "shared/datasets/nsl-kdd/KDDTrain+_20Percent.txt"
+BEGIN, END = "<!-- batch-models:begin -->", "<!-- batch-models:end -->"
+
+
+def action_section(hours: int, seed: int) -> str:
+    sim = Simulation(load_scenario("seed000"), hours=hours, seed=seed)
+    events = pd.concat(list(sim.iter_events()), ignore_index=True)
+    frame = tuples_from_events(events)
+    lines = [f"### Action predictor (seed 000) — simulated `seed000` scenario, {hours} h, "
+             f"seed {seed}: {len(frame):,} NSX DFW lines (match and TERM), actions "
+             + ", ".join(f"{k} {v:,}" for k, v in frame["action"].value_counts().items()), ""]
+    table = ["| model | split | accuracy | macro F1 | train rows | test rows | fit s |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    details = []
+    for split in ("random", "time"):
+        train, test = split_frame(frame, split, test_fraction=0.2, random_state=0)
+        for name, model in (("seed-000 baseline (one-hot 5-tuple, gini tree)", seed_baseline(0)),
+                            ("fwsiem, hist gradient boosting", action_predictor()),
+                            ("fwsiem, random forest", action_predictor("random_forest",
+                                                                       max_iter=100))):
+            started = time.perf_counter()
+            model.fit(train, train["action"])
+            elapsed = time.perf_counter() - started
+            scores = classification_scores(test["action"], model.predict(test))
+            table.append(f"| {name} | {split} | {scores['accuracy']:.4f} | "
+                         f"{scores['macro_f1']:.4f} | {len(train):,} | {len(test):,} | "
+                         f"{elapsed:.1f} |")
+            if split == "time":
+                details.append(scores_markdown(scores, title=f"{name}, time split"))
+    lines += table + ["", "Time split: trained on the earlier days, tested on the last day.", ""]
+    lines += sum(([d, ""] for d in details), [])
+    return "\n".join(lines)
+
+
+def traffic_frame(hours: int, seed: int, window: str) -> pd.DataFrame:
+    sim = Simulation(load_scenario("default"), hours=hours, seed=seed)
+    text = np.asarray(sim.dc.addresses.text, dtype=object)
+    parts = []
+    for _, fl in sim.iter_chunks():
+        parts.append(pd.DataFrame({
+            "destination.ip": text[fl["dst"]],
+            "@timestamp": pd.to_datetime(fl["t"], unit="ms", utc=True),
+            "event.duration": fl["dur"] * 1e6, "network.packets": fl["pkts"],
+            "network.bytes": fl["byts"]}))
+    flows = pd.concat(parts, ignore_index=True)
+    truth = sim.truth()
+    labels = {x["dst_ip"]: x["class"] for x in truth["traffic_classes"]}
+    agg = flow_aggregates(flows, window=window)
+    agg["class"] = agg["destination.ip"].map(labels)
+    agg = agg.dropna(subset=["class"])
+    # A flood's destination carries its flood label only while the flood lasts.
+    keep = ~agg["class"].str.contains("flood")
+    for inc in truth["incidents"]:
+        if "flood" not in inc["kind"]:
+            continue
+        start, end = pd.Timestamp(inc["start"]), pd.Timestamp(inc["end"])
+        hit = (agg["destination.ip"].isin(inc["entities"].get("dst_ips", []))
+               & (agg["window"] >= start.floor(window)) & (agg["window"] < end))
+        keep |= hit & agg["class"].str.contains("flood")
+    return agg[keep].reset_index(drop=True)
+
+
+def traffic_section(hours: int, seed: int, window: str) -> str:
+    agg = traffic_frame(hours, seed, window)
+    counts = agg["class"].value_counts()
+    train, test = train_test_split(agg, test_size=0.3, stratify=agg["class"], random_state=0)
+    lines = [f"### Traffic classifier (seed 004) — simulated `default` scenario, {hours} h, seed "
+             f"{seed}: {len(agg):,} per-destination {window} flow aggregates, classes "
+             + ", ".join(f"{k} {v}" for k, v in counts.items()), "",
+             "| model | macro F1 | accuracy | weighted F1 |", "|---|---:|---:|---:|"]
+    best = None
+    for name, model in (("seed-004 kNN k=5, raw", seed_knn(False)),
+                        ("seed-004 kNN k=5, normalised", seed_knn(True)),
+                        ("fwsiem kNN k=5 on log features", traffic_classifier("knn")),
+                        ("fwsiem random forest on log features",
+                         traffic_classifier("random_forest")),
+                        ("fwsiem hist gradient boosting on log features",
+                         traffic_classifier("hist_gradient_boosting"))):
+        model.fit(train[AGGREGATE_COLUMNS], train["class"])
+        scores = classification_scores(test["class"], model.predict(test[AGGREGATE_COLUMNS]))
+        lines.append(f"| {name} | {scores['macro_f1']:.4f} | {scores['accuracy']:.4f} | "
+                     f"{scores['weighted_f1']:.4f} |")
+        if name.startswith("fwsiem hist"):
+            best = scores
+    lines += ["", "Stratified random 70/30 split of the aggregates.", "",
+              scores_markdown(best, title="fwsiem hist gradient boosting (the `fwsiem train "
+                                          "traffic` default)"), ""]
+    return "\n".join(lines)
+
+
+def compare_section(out_dir: Path) -> str:
+    cmd = [sys.executable, "-m", "plugin", "train", "compare", "--csv", str(NSL_KDD), "--cv", "5",
+           "--test-size", "0.3", "--out", str(out_dir)]
+    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    summary = json.loads((out_dir / "compare.json").read_text())
+    from ml.compare import Comparison, ModelScores
+
+    result = Comparison([ModelScores(m["name"], m["cv_scores"], m["holdout"], m["fit_seconds"])
+                         for m in summary["models"]], summary["n_rows"], summary["n_train"],
+                        summary["n_test"], summary["cv_folds"], summary["labels"])
+    best = result.best()
+    return "\n".join([
+        f"### Classifier comparison (seed 002) — NSL-KDD `KDDTrain+_20Percent.txt`, "
+        f"{result.n_rows:,} rows, label collapsed to normal/anomaly; {result.n_train:,} train "
+        f"/ {result.n_test:,} hold-out", "", result.table_markdown(), "",
+        f"Plot: `{out_dir.relative_to(REPO)}/compare.png`; summary "
+        f"`{out_dir.relative_to(REPO)}/compare.json`.", "",
+        scores_markdown(best.holdout, title=f"best on hold-out: {best.name}"), ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--action-hours", type=int, default=72)
+    parser.add_argument("--traffic-hours", type=int, default=48)
+    parser.add_argument("--window", default="5min")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip-compare", action="store_true")
+    parser.add_argument("--write", type=Path, help="Replace the section in this Markdown file.")
+    args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    parts = ["## Batch models: action predictor, traffic classifier, classifier comparison", "",
+             "Produced by `python scripts/evaluate_models.py"
+             + (" --skip-compare" if args.skip_compare else "")
+             + f" --action-hours {args.action_hours} --traffic-hours {args.traffic_hours} "
+             f"--seed {args.seed}` on a 2-core machine "
+             f"({time.strftime('%Y-%m-%d')}).", ""]
+    with threadpool_limits(2):
+        parts.append(action_section(args.action_hours, args.seed))
+        parts.append(traffic_section(args.traffic_hours, args.seed, args.window))
+    if not args.skip_compare:
+        parts.append(compare_section(REPO / "docs/evaluation/compare-nsl-kdd"))
+    text = "\n".join(parts)
+    if args.write:
+        body = f"{BEGIN}\n{text}\n{END}"
+        old = args.write.read_text() if args.write.exists() else "# Model evaluation\n"
+        if BEGIN in old and END in old:
+            new = old.split(BEGIN)[0] + body + old.split(END, 1)[1]
+        else:
+            new = old.rstrip() + "\n\n" + body + "\n"
+        args.write.write_text(new)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
