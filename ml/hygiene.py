@@ -352,13 +352,16 @@ def rule_findings(rules: Sequence[Rule], stats: pd.DataFrame, flows: pd.DataFram
         top_id, top_hits = str(ranked.index[0]), float(ranked.iloc[0])
         runner = float(ranked.iloc[1]) if len(ranked) > 1 else 0.0
         share = top_hits / total
-        if share >= dominant_share and top_hits >= dominant_ratio * runner:
-            out.append({"kind": "dominant", "rule": top_id, "severity": "medium",
-                        "evidence": {"hits": int(top_hits), "share": round(share, 4),
-                                     "runner_up_hits": int(runner), "total_hits": int(total)},
-                        "proposal": {"action": "investigate", "rule": top_id,
-                                     "reason": f"takes {share:.0%} of all hits; check whether it "
-                                               "is broader than intended or hides a busy flow"}})
+        strong = share >= dominant_share and top_hits >= dominant_ratio * runner
+        out.append({"kind": "dominant", "rule": top_id, "severity": "medium" if strong else "info",
+                    "evidence": {"hits": int(top_hits), "share": round(share, 4),
+                                 "runner_up_hits": int(runner), "total_hits": int(total),
+                                 "dominant_by_far": bool(strong)},
+                    "proposal": {"action": "investigate", "rule": top_id,
+                                 "reason": f"takes {share:.0%} of all hits "
+                                           f"({top_hits / max(runner, 1):.1f}x the next rule); "
+                                           "check whether it is broader than intended or "
+                                           "carries a flow that deserves its own rule"}})
     if flows is not None and len(flows):
         sensitive = set(int(p) for p in sensitive_ports)
         for r in rules:

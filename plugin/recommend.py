@@ -200,11 +200,24 @@ def recommendation(finding: str, target_type: str, target: str, period: Period, 
         "_id": doc_id("recommendation", finding, target_type, target, period.key),
         "@timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "kind": KIND_OF[finding], "finding": finding, "title": title,
-        "target": {"type": target_type, "id": target},
+        "target": _target(target_type, target),
         "evidence": evidence, "proposal": proposal, "severity": severity,
+        "severity_score": SEVERITY_RANK.get(severity, 0),
         "confidence": round(float(confidence), 4), "model": model, "data": data,
-        "period": period.as_dict(),
+        "period": {"start": period.since.isoformat(), "end": period.until.isoformat()},
     }
+
+
+def _target(target_type: str, value: str) -> dict:
+    out = {"type": target_type, "value": value}
+    if target_type == "rule":
+        out["rule_id"] = value
+    elif target_type in ("endpoint", "destination"):
+        ip, _, port = value.rpartition(":")
+        out.update({"ip": ip, "port": int(port)})
+    elif target_type == "host":
+        out["ip"] = value
+    return out
 
 
 def _rule_json(rule_doc: Mapping | None, narrowed: Mapping | None = None) -> dict:
@@ -271,7 +284,7 @@ def hygiene_recommendations(store, config: Config, period: Period) -> list[dict]
         if rid in stats.index:
             st = stats.loc[rid]
             ev.update({"hits": int(st["hits"]), "allowed": int(st["allowed"]),
-                       "denied": int(st["denied"]), "first": st["first"], "last": st["last"],
+                       "denied": int(st["denied"]), "first_seen": st["first"], "last_seen": st["last"],
                        "share": round(float(st["share"]), 4)})
             fr = flows[flows["rule.id"] == rid]
             if len(fr):
@@ -448,7 +461,7 @@ def write_recommendations(store, index: str, docs: Sequence[dict]):
 
 def top_table(docs: Sequence[dict], n: int = 20) -> str:
     ranked = sorted(docs, key=lambda d: (-SEVERITY_RANK.get(d["severity"], 0), -d["confidence"],
-                                         d["finding"], d["target"]["id"]))[:n]
+                                         d["finding"], d["target"]["value"]))[:n]
     lines = [f"{'severity':8}  {'kind':12}  {'finding':12}  {'target':22}  {'conf':>5}  title"]
     for d in ranked:
         lines.append(f"{d['severity']:8}  {d['kind']:12}  {d['finding']:12}  "
@@ -462,15 +475,15 @@ def read_recommendations(store, index: str, kinds: Sequence[str] | None = None) 
         return []
     q = {"terms": {"finding": list(kinds)}} if kinds else None
     docs = [{**h["_source"], "_id": h["_id"]} for h in store.scan(index, query=q)]
-    return sorted(docs, key=lambda d: (d["finding"], d["target"]["id"], d["period"]["until"]))
+    return sorted(docs, key=lambda d: (d["finding"], d["target"]["value"], d["period"]["end"]))
 
 
 def latest_per_target(docs: Sequence[dict]) -> list[dict]:
     """Keep the most recent period's recommendation for each (finding, target)."""
     best: dict[tuple, dict] = {}
     for d in docs:
-        key = (d["finding"], d["target"]["id"])
-        if key not in best or d["period"]["until"] > best[key]["period"]["until"]:
+        key = (d["finding"], d["target"]["value"])
+        if key not in best or d["period"]["end"] > best[key]["period"]["end"]:
             best[key] = d
     return [best[k] for k in sorted(best)]
 
@@ -554,11 +567,11 @@ def export_csv(docs: Sequence[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "kind", "finding", "target", "severity", "confidence", "action", "cidr",
-                "port", "since", "until", "title"])
+                "port", "start", "end", "title"])
     for d in docs:
-        base = [d["_id"], d["kind"], d["finding"], d["target"]["id"], d["severity"],
+        base = [d["_id"], d["kind"], d["finding"], d["target"]["value"], d["severity"],
                 d["confidence"]]
-        tail = [d["period"]["since"], d["period"]["until"], d["title"]]
+        tail = [d["period"]["start"], d["period"]["end"], d["title"]]
         if d["finding"] == "allowlist":
             for cidr in d["proposal"]["cidrs"] or [""]:
                 w.writerow(base + ["allow", cidr, d["proposal"]["endpoint"]["port"]] + tail)
