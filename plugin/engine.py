@@ -29,8 +29,22 @@ OPENSEARCH_MAIN = "org.codelibs.opensearch.runner.OpenSearchRunner"
 UNPRIVILEGED_UID = 65534  # Elasticsearch refuses to run as root; "nobody" runs it instead.
 
 
-def find_free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+# codelibs' runner looks for its HTTP port between -baseHttpPort and 9299 only.
+OPENSEARCH_PORTS = range(9201, 9300)
+
+
+def find_free_port(candidates: range | None = None) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (from ``candidates`` if given)."""
+    if candidates is not None:
+        for port in candidates:
+            if not port_in_use(port):
+                try:
+                    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                        sock.bind(("127.0.0.1", port))
+                    return port
+                except OSError:
+                    continue
+        raise EngineLaunchError(f"no free port in {candidates.start}-{candidates.stop - 1} on 127.0.0.1")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -208,6 +222,10 @@ class LocalEngine:
             raise EngineLaunchError(
                 f"{self.flavor} process {st['pid']} from {self.instance_dir} is alive but not healthy",
                 hint="stop it with `fwsiem engine stop` and start again")
+        if self.flavor == "opensearch" and self.port not in OPENSEARCH_PORTS:
+            raise EngineLaunchError(
+                f"port {self.port} is outside {OPENSEARCH_PORTS.start}-{OPENSEARCH_PORTS.stop - 1}, "
+                "the range the embedded OpenSearch runner can serve HTTP on", hint="choose a port in that range")
         if port_in_use(self.port):
             raise EngineLaunchError(f"port {self.port} on 127.0.0.1 is already in use by another process",
                                     hint="choose another with --port")

@@ -52,8 +52,16 @@ def asset_dir(name: str) -> Path:
     return Path(str(resources.files("plugin").joinpath("assets", name)))
 
 
-def pipeline_files() -> list[Path]:
-    return sorted(p for p in asset_dir("ingest_pipelines").glob("*.json") if not p.name.startswith("test-"))
+def pipeline_files(flavor: str | None = None) -> list[Path]:
+    """Every pipeline definition; ``ingest_pipelines/<flavor>/<id>.json`` replaces ``<id>.json``
+    for that flavour where the engines' processors differ."""
+    base = asset_dir("ingest_pipelines")
+    files = {p.stem: p for p in base.glob("*.json") if not p.name.startswith("test-")}
+    if flavor and (base / flavor).is_dir():
+        for p in (base / flavor).glob("*.json"):
+            if p.stem in files:
+                files[p.stem] = p
+    return [files[k] for k in sorted(files)]
 
 
 def processors_used(body: dict) -> set[str]:
@@ -85,7 +93,7 @@ def _retarget_deadletter(body: dict, index: str) -> dict:
     return json.loads(text)
 
 
-def desired_assets(config: Config) -> list[Asset]:
+def desired_assets(config: Config, flavor: str | None = None) -> list[Asset]:
     assets: list[Asset] = []
     for path in sorted(asset_dir("templates").glob("*.json")):
         body = json.loads(path.read_text())
@@ -94,7 +102,7 @@ def desired_assets(config: Config) -> list[Asset]:
         body["index_patterns"] = [target if is_pattern else f"{target}*"]
         assets.append(Asset("template", path.stem, body, str(path)))
     deadletter = config.index("deadletter")
-    for path in pipeline_files():
+    for path in pipeline_files(flavor):
         body = _retarget_deadletter(json.loads(path.read_text()), deadletter)
         assets.append(Asset("pipeline", path.stem, body, str(path)))
     for key in PLAIN_INDICES:
@@ -137,7 +145,7 @@ def run_setup(store: Store, config: Config, *, check: bool = False, skip_pipelin
     """
     outcomes: list[Outcome] = []
     available = store.ingest_processors()
-    assets = [a for a in desired_assets(config) if not only or a.kind in only]
+    assets = [a for a in desired_assets(config, store.flavor) if not only or a.kind in only]
     # Templates first, so indices created next pick up their mappings.
     assets.sort(key=lambda a: {"template": 0, "pipeline": 1, "index": 2}[a.kind])
     unsupported: dict[str, set[str]] = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from plugin.config import Config, load_config
-from plugin.engine import LocalEngine, find_free_port
+from plugin.engine import OPENSEARCH_PORTS, LocalEngine, find_free_port
 from plugin.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ def _fail_or_skip(message: str):
 
 def _start(flavor: str, tmp_root: Path) -> tuple[str, Path, int]:
     home = tmp_root / flavor
-    port = find_free_port()
+    port = find_free_port(OPENSEARCH_PORTS if flavor == "opensearch" else None)
     cmd = [sys.executable, "-m", "plugin", "engine", "start", "--flavor", flavor, "--port", str(port),
            "--home", str(home), "--heap", os.environ.get("FWSIEM_TEST_HEAP", "768m")]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "FWSIEM_CONFIG": ""})

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from plugin.engine import LocalEngine
+from plugin.engine import OPENSEARCH_PORTS, LocalEngine, find_free_port
 from plugin.errors import EngineLaunchError
 
 GROK_DISSECT = {
@@ -41,14 +41,14 @@ def test_simulate_with_grok_and_dissect(engine):
 def test_starting_twice_is_harmless(engine):
     if engine.home is None:
         pytest.skip("engine given by URL, not started by the tests")
-    again = LocalEngine(engine.flavor, engine.home.parent, engine.port).start(timeout=30)
+    again = LocalEngine(engine.flavor, engine.home, engine.port).start(timeout=30)
     assert again["url"] == engine.url
 
 
 def test_port_taken_is_a_clear_error(tmp_path):
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        port = find_free_port(OPENSEARCH_PORTS)
+        sock.bind(("127.0.0.1", port))
         sock.listen(1)
-        port = sock.getsockname()[1]
         with pytest.raises(EngineLaunchError, match=f"port {port} .* already in use"):
             LocalEngine("opensearch", tmp_path, port).start(timeout=5)
