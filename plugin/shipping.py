@@ -378,16 +378,18 @@ class Shipper:
                 self.down_reason = None
                 path.unlink()
                 done += len(batch)
-                self.stats.replayed += len(batch)
+                self._replayed(str(path), len(batch))
             finally:
                 fh.close()
         return done
 
-    def flush_spool_on_exit(self) -> None:
-        """Record what is still spooled so the summary can name it."""
-        for p in self.spool.pending():
-            if str(p) not in self.stats.spool_files:
-                self.stats.spool_files.append(str(p))
+    def _replayed(self, path: str, n: int) -> None:
+        if path in self.stats.spool_files:  # spooled earlier in this run: written after all
+            self.stats.spool_files.remove(path)
+            self.stats.spooled -= n
+            self.stats.not_written = [w for w in self.stats.not_written if not w.endswith(path)]
+        else:
+            self.stats.replayed += n
 
     # internals
     def _spool(self, batch: Batch, reason: str) -> None:
@@ -727,7 +729,9 @@ def summary_lines(stats: IngestStats) -> list[str]:
             f"{k} {v:,}" for k, v in sorted(stats.by_format.items(), key=lambda kv: -kv[1])))
     if stats.spooled:
         out.append(f"NOT WRITTEN:      {stats.spooled:,} (spooled, replayed on the next run)")
-        out.extend(f"  {w}" for w in stats.not_written)
+        out.extend(f"  {w}" for w in stats.not_written[:10])
+        if len(stats.not_written) > 10:
+            out.append(f"  ... and {len(stats.not_written) - 10} more batches")
     if stats.not_read:
         out.append("NOT READ (run again to continue; nothing will be duplicated):")
         out.extend(f"  {w}" for w in stats.not_read)

@@ -105,7 +105,6 @@ def command(app, paths, fmt, follow, progress, as_json):
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
-        shipper.flush_spool_on_exit()
     if stats.indexed and fmt != "pcap" and not stats.by_format and not shipper.down:
         try:
             stats.by_format = format_counts(app.store, settings, sources, started)
