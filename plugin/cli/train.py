@@ -133,7 +133,7 @@ def _read_labels(path: str) -> dict:
         if isinstance(labels, dict):
             return {str(k): (v["class"] if isinstance(v, dict) else str(v))
                     for k, v in labels.items()}
-        return {str(r["destination.ip"]): str(r["class"]) for r in labels}
+        return {str(r.get("dst_ip") or r.get("destination.ip")): str(r["class"]) for r in labels}
     table = pd.read_csv(p)
     ip_col = next((c for c in ("destination.ip", "dst", "dip", "ip") if c in table), None)
     label_col = next((c for c in ("class", "label") if c in table), None)

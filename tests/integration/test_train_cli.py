@@ -128,3 +128,62 @@ def test_train_promote_predict_and_refuse_a_tampered_artifact(cluster, capsys):
                 "--dst", "10.1.1.250", "--dport", "443", "--no-evidence"])
     err = capsys.readouterr().err
     assert code != 0 and "refused" in err and models_index in err
+
+
+def test_compare_reads_a_labeled_table_from_the_events(cluster, capsys, tmp_path):
+    engine, events_index, _, fill = cluster
+    fill(events(300, days=1))
+    code = run(["--url", engine.url, "train", "compare", "--index", events_index,
+                "--field", "event.action", "--features",
+                "network.transport,destination.port,network.direction", "--cv", "3",
+                "--models", "decision_tree,gaussian_nb", "--out", str(tmp_path)])
+    assert code == 0
+    summary = json.loads((tmp_path / "compare.json").read_text())
+    assert summary["n_rows"] == 300
+    assert {m["name"] for m in summary["models"]} == {"decision_tree", "gaussian_nb"}
+    assert set(summary["labels"]) <= {"pass", "drop", "reject"}
+
+
+TRAFFIC = {  # class: (flows per hour, packets per flow, bytes per packet, seconds per flow)
+    "web": (20, 12, 700, 2), "mail": (5, 40, 1000, 10), "backup": (1, 50000, 1450, 1200),
+    "flood": (60, 1, 60, 0.01), "dns": (40, 2, 90, 0.05),
+}
+
+
+def flow_events(hours: int = 6, per_class: int = 6, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    docs, labels = [], {}
+    for c, (name, (fph, ppf, bpp, dur)) in enumerate(TRAFFIC.items()):
+        for d in range(per_class):
+            ip = f"10.9.{c}.{d + 1}"
+            labels[ip] = name
+            for h in range(hours):
+                for _ in range(max(1, int(fph * rng.lognormal(0, 0.3)))):
+                    pk = max(1, int(ppf * rng.lognormal(0, 0.3)))
+                    start = pd.Timestamp("2024-03-04", tz="UTC") + pd.Timedelta(
+                        hours=h, seconds=float(rng.uniform(0, 3000)))
+                    docs.append({"@timestamp": start.isoformat().replace("+00:00", "Z"),
+                                 "event": {"dataset": "fwsiem.nfdump",
+                                           "duration": int(dur * 1e9 * rng.lognormal(0, 0.3))},
+                                 "destination": {"ip": ip, "port": 443},
+                                 "source": {"ip": "10.1.1.1", "port": 50000},
+                                 "network": {"transport": "tcp", "packets": pk,
+                                             "bytes": int(pk * bpp)}})
+    return docs, labels
+
+
+def test_traffic_classifier_trains_from_flow_records_and_labels(cluster, capsys, tmp_path):
+    engine, events_index, models_index, fill = cluster
+    docs, labels = flow_events()
+    fill(docs)
+    labels_csv = tmp_path / "classes.csv"
+    pd.DataFrame({"destination.ip": list(labels), "class": list(labels.values())}).to_csv(
+        labels_csv, index=False)
+    code = run(["--url", engine.url, "train", "traffic", "--index", events_index, "--labels",
+                str(labels_csv), "--window", "1h"])
+    assert code == 0, capsys.readouterr().err
+    assert "registered traffic version 1" in capsys.readouterr().out
+    from plugin.registry import Registry
+
+    model, record = Registry(engine.store, models_index).load("traffic")
+    assert record.status == "active" and set(model.classes_) == set(TRAFFIC)
