@@ -210,3 +210,82 @@ def test_killed_backfill_resumes_with_every_window_exactly_once(os_dataset):
     finally:
         store.delete_index(f"{ref}-*")
         store.delete_index(f"{killed}-*")
+
+
+def test_engine_outage_during_run_loses_no_window(tmp_path):
+    """Stop the engine under a running `fwsiem run`, start it again: every window is done once."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from plugin.checkpoint import next_chain
+    from plugin.engine import LocalEngine, find_free_port
+    from plugin.windows import window_bounds
+
+    # under /tmp and world-traversable: Elasticsearch runs as an unprivileged user under root
+    home = Path(tempfile.mkdtemp(prefix="fwsiem-outage-"))
+    home.chmod(0o755)
+    eng = LocalEngine("elasticsearch", home, find_free_port(),
+                      heap=os.environ.get("FWSIEM_TEST_HEAP", "512m"))
+    try:
+        eng.start()
+    except Exception as exc:  # the same rule as the shared fixtures
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"cannot start an engine for the outage test: {exc}")
+        pytest.skip(f"cannot start an engine for the outage test: {exc}")
+    proc = None
+    try:
+        win = 2000
+        t0 = (int(time.time() * 1000) // win) * win - 6 * win
+        to = t0 + 30 * win
+        cfg = tmp_path / "fwsiem.toml"
+        cfg.write_text(
+            f'[engine]\nurl = "{eng.url}"\nmax_retries = 1\ntimeout = 5\n'
+            '[indices]\nevents_pattern = "logs-fwsiem.outage-events"\n'
+            'anomalies = "outage-anomalies"\nstate = "outage-state"\n'
+            '[run]\nwindow = "2s"\nlag = "0s"\nwarmup_windows = 3\npoll_interval = "0.5s"\n'
+            'retry_max = "2s"\n')
+        config = load_config(cfg, env={})
+        store = Store.connect(config.engine)
+        from plugin.setup import run_setup
+
+        run_setup(store, config, only={"template"})
+        rng = random.Random(3)
+        docs = [event(t0 + i * 200 + rng.randrange(200), rng.choice(CLIENTS), "10.2.0.1", 443)
+                for i in range((to - t0) // 200)]
+        load_events(store, "logs-fwsiem.outage-events", docs)
+        env = dict(os.environ, FWSIEM_CONFIG=str(cfg))
+        proc = subprocess.Popen([sys.executable, "-m", "plugin", "run", "--from", str(t0),
+                                 "--to", str(to)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        done = 0
+        while time.monotonic() < deadline and done < 8:
+            try:
+                cp = load_checkpoint(store, "outage-state", 0, 1)
+                done = cp.windows_done if cp else 0
+            except Exception:
+                done = 0
+            time.sleep(0.2)
+        if proc.poll() is not None:
+            pytest.fail(f"fwsiem run ended early: {proc.stderr.read()[-3000:]}")
+        assert done >= 8
+        eng.stop()
+        time.sleep(3)
+        eng.start()
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        store = Store.connect(config.engine)
+        cp = load_checkpoint(store, "outage-state", 0, 1)
+        expected = list(window_bounds(t0, to, win))
+        chain = ""
+        for s, e in expected:
+            chain = next_chain(chain, s, e)
+        assert (cp.windows_done, cp.window_end_ms, cp.chain) == (len(expected), to, chain)
+        assert err.count("is unavailable") == 1, err[-3000:]
+        assert err.count("is back") == 1, err[-3000:]
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        eng.stop()
+        shutil.rmtree(home, ignore_errors=True)
