@@ -229,6 +229,10 @@ def pcap_flows(path: str, *, idle_timeout: float = 120.0, max_active: int = 100_
             size = len(buf)
             fwd = (proto, src, sport, dst, dport)
             rev = (proto, dst, dport, src, sport)
+            for k in (fwd, rev):  # a packet after the idle timeout starts a new flow
+                if k in active and ts - active[k].end >= idle_timeout:
+                    stats.flows += 1
+                    yield active.pop(k)
             if fwd in active:
                 key, direction = fwd, 0
             elif rev in active:

@@ -1,0 +1,69 @@
+"""The syslog receiver: RFC 6587 framing, UDP and TCP, nothing lost on stop."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from plugin.shipping import LineBatcher, Shipper, ShipSettings, Spool
+from plugin.syslog import StreamFramer, SyslogReceiver, split_datagram
+
+
+def test_octet_counted_messages_split_across_reads():
+    msg = b"<14>1 2024-03-04T00:00:00Z esx-01 FIREWALL-PKTLOG - - - INET match PASS"
+    framed = b"%d %s" % (len(msg), msg)
+    framer = StreamFramer()
+    got = []
+    for i in range(0, len(framed) * 2, 7):
+        got += framer.feed((framed * 2)[i:i + 7])
+    assert got == [msg, msg]
+
+
+def test_lf_and_nul_framing_and_a_message_that_starts_with_digits():
+    framer = StreamFramer()
+    assert framer.feed(b"<13>a\n<13>b\x002024-03-04T00:00:00Z host x\n") == [
+        b"<13>a", b"<13>b", b"2024-03-04T00:00:00Z host x"]
+    assert framer.feed(b"no terminator yet") == []
+    assert framer.close() == [b"no terminator yet"]
+
+
+def test_unterminated_stream_is_cut_at_the_limit_not_held_forever():
+    framer = StreamFramer(max_bytes=10)
+    assert framer.feed(b"<1>" + b"x" * 25) == [b"<1>xxxxxxx", b"x" * 10]
+
+
+def test_a_datagram_with_several_lines_gives_several_messages():
+    assert split_datagram(b"<14>one\r\n<14>two\n\n") == [b"<14>one", b"<14>two"]
+
+
+class _Collecting(Shipper):
+    def __init__(self, tmp_path):
+        super().__init__(lambda: None, events_index="e", deadletter_index="d",
+                         spool=Spool(tmp_path / "spool"))
+        self.sent: list[dict] = []
+        self.ids: set[str] = set()
+
+    def send(self, batch):
+        for action, source in batch.items:
+            self.sent.append(json.loads(source))
+            self.ids.add(json.loads(action)["create"]["_id"])
+        self.stats.indexed += len(batch)
+
+
+def test_every_message_received_over_udp_and_tcp_is_shipped_once(tmp_path):
+    shipper = _Collecting(tmp_path)
+    batcher = LineBatcher(shipper, ShipSettings(batch_docs=50), module="nsx")
+    receiver = SyslogReceiver(batcher, udp_port=0, tcp_port=0, queue_size=10).start()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(100):
+        udp.sendto(b"<14>udp %d\n" % i, ("127.0.0.1", receiver.udp_port))
+    with socket.create_connection(("127.0.0.1", receiver.tcp_port)) as tcp:
+        for i in range(100):
+            m = b"<14>1 tcp %d" % i
+            tcp.sendall(b"%d %s" % (len(m), m) if i % 2 else m + b"\n")
+    receiver.stop()
+    messages = sorted(d["message"] for d in shipper.sent)
+    expected = sorted([f"<14>udp {i}" for i in range(100)] + [f"<14>1 tcp {i}" for i in range(100)])
+    assert messages == expected
+    assert len(shipper.ids) == 200
+    assert all(d["event"]["module"] == "nsx" and d["log"]["source"]["address"] for d in shipper.sent)
