@@ -465,7 +465,7 @@ def top_table(docs: Sequence[dict], n: int = 20) -> str:
     lines = [f"{'severity':8}  {'kind':12}  {'finding':12}  {'target':22}  {'conf':>5}  title"]
     for d in ranked:
         lines.append(f"{d['severity']:8}  {d['kind']:12}  {d['finding']:12}  "
-                     f"{d['target']['id'][:22]:22}  {d['confidence']:5.2f}  {d['title']}")
+                     f"{d['target']['value'][:22]:22}  {d['confidence']:5.2f}  {d['title']}")
     return "\n".join(lines)
 
 
@@ -528,7 +528,7 @@ def export_nsx(docs: Sequence[dict], domain: str = "default",
         if d["finding"] == "overly_broad" and "nsx" in d["proposal"]:
             r = dict(d["proposal"]["nsx"])
             r["sequence_number"] = seq
-            r["notes"] = f"fwsiem: replaces rule {d['target']['id']} ({d['_id']})"
+            r["notes"] = f"fwsiem: replaces rule {d['target']['value']} ({d['_id']})"
             rules.append(r)
             seq += 10
     children.append({"resource_type": "ChildSecurityPolicy", "SecurityPolicy": {
@@ -555,7 +555,7 @@ def export_iptables(docs: Sequence[dict], chain: str = "FWSIEM") -> str:
             rule = f"-A {chain} -d {ep['ip']} -p {proto} --dport {ep['port']} -j DROP"
             (v6 if ":" in ep["ip"] else lines).append(rule)
         elif d["finding"] == "deny_spike":
-            lines.append(f"-A {chain} -s {d['target']['id']} -m comment --comment "
+            lines.append(f"-A {chain} -s {d['target']['value']} -m comment --comment "
                          f"\"fwsiem quarantine\" -j DROP")
     lines.append("COMMIT")
     if v6:
