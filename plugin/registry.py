@@ -18,6 +18,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,6 +26,8 @@ from typing import Any
 
 from plugin.errors import ArtifactIntegrityError, FwsiemError, InputError
 from plugin.store import Store, doc_id
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 0.01
 DEFAULT_CHUNK_BYTES = 512 * 1024
@@ -267,6 +270,14 @@ class Registry:
 
         record = self.get(name, version)
         blob = self.artifact_bytes(record)
+        trained = record.doc.get("libraries", {})
+        here = library_versions()
+        differ = {k: (trained[k], here[k]) for k in ("scikit-learn", "numpy")
+                  if trained.get(k) and trained[k] != here[k]}
+        if differ:
+            log.warning("model %r version %s was trained with %s; this process has %s: "
+                        "retrain if its predictions look wrong", name, record.version,
+                        {k: v[0] for k, v in differ.items()}, {k: v[1] for k, v in differ.items()})
         return joblib.load(io.BytesIO(blob)), record
 
     # -- lifecycle ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -125,7 +126,8 @@ def traffic_section(hours: int, seed: int, window: str) -> str:
 def compare_section(out_dir: Path) -> str:
     cmd = [sys.executable, "-m", "plugin", "train", "compare", "--csv", str(NSL_KDD), "--cv", "5",
            "--test-size", "0.3", "--out", str(out_dir)]
-    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL, env=env)
     summary = json.loads((out_dir / "compare.json").read_text())
     from ml.compare import Comparison, ModelScores
 
@@ -159,7 +161,7 @@ def main() -> None:
              + f" --action-hours {args.action_hours} --traffic-hours {args.traffic_hours} "
              f"--seed {args.seed}` on a 2-core machine "
              f"({time.strftime('%Y-%m-%d')}).", ""]
-    with threadpool_limits(2):
+    with threadpool_limits(1):
         parts.append(action_section(args.action_hours, args.seed))
         parts.append(traffic_section(args.traffic_hours, args.seed, args.window))
     if not args.skip_compare:
