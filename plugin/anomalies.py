@@ -88,17 +88,21 @@ def anomaly_document(finding: Finding, start_ms: int, end_ms: int, *, kind: str,
         "detector": {"name": finding.detector, "version": DETECTOR_VERSION, "kind": kind,
                      "partition": partition},
         "entity": {"type": finding.entity_type, "value": finding.entity},
+        "score": round(float(finding.score), 6),
+        "threshold": round(float(finding.threshold), 6),
+        "severity": finding.severity,
+        "top_feature": finding.contributors[0]["feature"] if finding.contributors else None,
         "anomaly": {"score": round(float(finding.score), 6),
                     "threshold": round(float(finding.threshold), 6),
                     "severity": finding.severity},
         "observed": _round(finding.observed),
         "expected": _round(finding.expected),
-        "contributors": [{"feature": c["feature"], "observed": round(float(c["observed"]), 6),
+        "contributions": [{"feature": c["feature"], "observed": round(float(c["observed"]), 6),
                           "expected": round(float(c["expected"]), 6),
                           "deviation": round(float(c["deviation"]), 3)}
                          for c in finding.contributors],
         "drilldown": drilldown(terms, start_ms, end_ms, any_of),
-        "feedback": {"false_positive": False},
+        "feedback": {"false_positive": False, "status": "open"},
     }
 
 
@@ -120,7 +124,7 @@ def active_suppressions(store, index: str, at_ms: int, default_ttl_s: float) -> 
     Kibana without ``feedback.until`` lasts ``default_ttl_s`` from the anomaly's window.
     """
     body = {"size": 10000, "query": {"term": {"feedback.false_positive": True}},
-            "_source": ["detector.name", "entity", "contributors.feature", "feedback",
+            "_source": ["detector.name", "entity", "contributions.feature", "feedback",
                         "window.end"]}
     if not store.exists(index):
         return {}
@@ -136,7 +140,7 @@ def active_suppressions(store, index: str, at_ms: int, default_ttl_s: float) -> 
             until_ms = end.timestamp() * 1000 + default_ttl_s * 1000
         if until_ms < at_ms:
             continue
-        pattern = fb.get("pattern") or [c["feature"] for c in src.get("contributors", [])[:1]]
+        pattern = fb.get("pattern") or [c["feature"] for c in src.get("contributions", [])[:1]]
         key = (src["detector"]["name"], src["entity"]["type"], src["entity"]["value"])
         out.setdefault(key, set()).update(pattern)
     return out

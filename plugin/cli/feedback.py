@@ -41,11 +41,11 @@ def command(app: AppContext, anomaly_id, false_positive, clear, ttl, note):
                          hint="copy the _id from Kibana or the anomalies index")
     now = datetime.now(timezone.utc)
     if clear:
-        feedback = {"false_positive": False, "cleared_at": _iso(now), "until": None}
+        feedback = {"false_positive": False, "status": "open", "at": _iso(now), "until": None}
     else:
         seconds = parse_duration(ttl or app.config.section("run").get("feedback_ttl", "7d"))
-        pattern = [c["feature"] for c in doc.get("contributors", [])[:1]]
-        feedback = {"false_positive": True, "marked_at": _iso(now),
+        pattern = [c["feature"] for c in doc.get("contributions", [])[:1]]
+        feedback = {"false_positive": True, "status": "false_positive", "at": _iso(now),
                     "ttl_seconds": seconds, "until": _iso(now + timedelta(seconds=seconds)),
                     "pattern": pattern, "note": note}
     store.update_doc(index, anomaly_id, {"feedback": feedback}, refresh=True)
