@@ -283,7 +283,7 @@ def test_engine_outage_during_run_loses_no_window(tmp_path):
             chain = next_chain(chain, s, e)
         assert (cp.windows_done, cp.window_end_ms, cp.chain) == (len(expected), to, chain)
         assert err.count("is unavailable") == 1, err[-3000:]
-        assert err.count("is back") == 1, err[-3000:]
+        assert err.count("is back after") == 1, err[-3000:]
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
