@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from plugin.lines import line_document
+from plugin.setup import pipeline_files, processors_used
 
 PIPELINES = Path(__file__).resolve().parents[2] / "ingest_pipelines"
 ENTRY = "fwsiem-logs"
@@ -30,26 +31,9 @@ def sample_files() -> list[Path]:
 
 
 def pipeline_bodies(flavor: str) -> dict[str, dict]:
-    """Pipeline id -> body; a flavour folder (e.g. `elasticsearch/`) overrides a file of the same stem."""
-    bodies = {p.stem: json.loads(p.read_text()) for p in sorted(PIPELINES.glob("*.json"))
-              if not p.name.startswith("test-")}
-    for p in sorted((PIPELINES / flavor).glob("*.json")):
-        bodies[p.stem] = json.loads(p.read_text())
-    return bodies
-
-
-def processor_types(body: dict) -> set[str]:
-    found: set[str] = set()
-
-    def walk(procs: list[dict]) -> None:
-        for proc in procs:
-            for kind, conf in proc.items():
-                found.add(kind)
-                walk(conf.get("on_failure", []))
-
-    walk(body.get("processors", []))
-    walk(body.get("on_failure", []))
-    return found
+    """Pipeline id -> body, from the files `fwsiem setup` installs on this flavour (a file in
+    `ingest_pipelines/<flavor>/` replaces the top-level one of the same id)."""
+    return {p.stem: json.loads(p.read_text()) for p in pipeline_files(flavor)}
 
 
 def sample_documents(path: Path) -> list[dict]:
@@ -121,7 +105,7 @@ def strip_volatile(doc: dict) -> dict:
 @pytest.fixture(scope="module")
 def installed(engine):
     bodies = pipeline_bodies(engine.flavor)
-    needed = set().union(*(processor_types(b) for b in bodies.values()))
+    needed = set().union(*(processors_used(b) for b in bodies.values()))
     missing = sorted(needed - engine.store.ingest_processors())
     if missing:
         pytest.skip(f"{engine.flavor} at {engine.url} lacks ingest processors [{', '.join(missing)}] "
