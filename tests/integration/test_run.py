@@ -90,6 +90,10 @@ def anomaly_sources(store: Store, index: str) -> dict:
 
 
 def make_dataset(eng):
+    from plugin.setup import run_setup
+
+    # The shipped templates (pattern logs-fwsiem.*) give the events their ECS types.
+    run_setup(eng.store, eng.config(), only={"template"})
     prefix = f"runtest-{uuid.uuid4().hex[:8]}"
     config = load_config(env=make_env(eng.url, prefix))
     load_events(eng.store, config.index("events_pattern"), synthetic_events(24))
