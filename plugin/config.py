@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import sys
@@ -33,6 +34,12 @@ def default_config_text() -> str:
 
 
 def _coerce(value: str, like: Any) -> Any:
+    if isinstance(like, list):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = [v.strip() for v in value.split(",") if v.strip()]
+        return parsed if isinstance(parsed, list) else [parsed]
     if isinstance(like, bool):
         return value.strip().lower() in {"1", "true", "yes", "on"}
     if isinstance(like, int):

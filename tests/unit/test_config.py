@@ -56,3 +56,9 @@ def test_durations():
 def test_unknown_index_is_a_config_error():
     with pytest.raises(ConfigError, match="no index named"):
         load_config(env={}).index("nope")
+
+
+def test_list_values_from_the_environment():
+    cfg = load_config(env={"FWSIEM_RUN_ENTITY_TYPES": "source,host", "FWSIEM_RUN_SEVERITY_LEVELS": "[3, 5, 8, 13]"})
+    assert cfg.section("run")["entity_types"] == ["source", "host"]
+    assert cfg.section("run")["severity_levels"] == [3, 5, 8, 13]
