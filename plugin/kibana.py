@@ -7,6 +7,7 @@ import copy
 import datetime as dt
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -24,6 +25,7 @@ TYPE_ORDER = ("index-pattern", "search", "visualization", "dashboard")
 #: Attributes that Kibana stores as JSON text; the readable files keep them as JSON.
 JSON_TEXT_ATTRIBUTES = ("visState", "uiStateJSON", "panelsJSON", "optionsJSON", "fields",
                         "fieldFormatMap")
+RETRY_PAUSE = 2.0  # seconds between attempts while the product starts
 INTERVALS = (("1m", 60), ("5m", 300), ("10m", 600), ("30m", 1800), ("1h", 3600),
              ("3h", 10800), ("12h", 43200), ("1d", 86400), ("7d", 604800))
 
@@ -234,14 +236,20 @@ class SavedObjectsImportError(EngineRequestError):
 
 
 def import_saved_objects(config: Config, url: str | None = None, flavor: str | None = None, *,
+                         engine_flavor: str | None = None, wait: float | None = None,
                          ndjson: str | None = None) -> ImportResult:
     """Import fwsiem's saved objects with overwrite; raise a one-line error unless all went in.
 
-    ``flavor`` is ``kibana`` or ``opensearch-dashboards`` (default: ``[kibana] flavor``, else
-    ``kibana``); it decides the anti-CSRF header the product requires.
+    ``flavor`` is ``kibana`` or ``opensearch-dashboards``; it decides the anti-CSRF header the
+    product requires. Default: ``[kibana] flavor``, else the one that goes with
+    ``engine_flavor`` (``opensearch`` → OpenSearch Dashboards), else Kibana. ``wait`` (default
+    ``[kibana] wait``, 0) is how many seconds to keep retrying while the product is not up yet.
     """
     settings = kibana_settings(config, url)
-    flavor = flavor or config.section("kibana").get("flavor") or "kibana"
+    section = config.section("kibana")
+    flavor = (flavor or section.get("flavor")
+              or ("opensearch-dashboards" if engine_flavor == "opensearch" else "kibana"))
+    wait = float(section.get("wait", 0) if wait is None else wait)
     if flavor not in FLAVORS:
         raise ConfigError(f"unknown dashboards flavor {flavor!r}", hint=f"use one of {', '.join(FLAVORS)}")
     if ndjson is None:
@@ -259,17 +267,26 @@ def import_saved_objects(config: Config, url: str | None = None, flavor: str | N
         headers["authorization"] = f"ApiKey {_api_key_header(settings.api_key)}"
     elif settings.username:
         auth = (settings.username, settings.password)
-    try:
-        resp = requests.post(endpoint, params={"overwrite": "true"}, headers=headers, auth=auth,
-                             files={"file": ("fwsiem-kibana.ndjson", ndjson.encode(), "application/ndjson")},
-                             verify=settings.ca_certs or settings.verify_certs,
-                             timeout=settings.timeout)
-    except requests.exceptions.SSLError as exc:
-        raise EngineUnavailable(f"TLS handshake with {safe} failed: {_first_line(exc)}",
-                                hint="set ca_certs in [kibana] or verify_certs = false") from None
-    except requests.exceptions.RequestException as exc:
-        raise EngineUnavailable(f"cannot reach {flavor} at {safe}: {_first_line(exc)}",
-                                hint="is it running and is --kibana URL right?") from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            resp = requests.post(
+                endpoint, params={"overwrite": "true"}, headers=headers, auth=auth,
+                files={"file": ("fwsiem-kibana.ndjson", ndjson.encode(), "application/ndjson")},
+                verify=settings.ca_certs or settings.verify_certs, timeout=settings.timeout)
+        except requests.exceptions.SSLError as exc:
+            raise EngineUnavailable(f"TLS handshake with {safe} failed: {_first_line(exc)}",
+                                    hint="set ca_certs in [kibana] or verify_certs = false") from None
+        except requests.exceptions.RequestException as exc:
+            if time.monotonic() < deadline:
+                time.sleep(RETRY_PAUSE)
+                continue
+            raise EngineUnavailable(f"cannot reach {flavor} at {safe}: {_first_line(exc)}",
+                                    hint="is it running and is --kibana URL right?") from None
+        if resp.status_code in (502, 503, 504) and time.monotonic() < deadline:
+            time.sleep(RETRY_PAUSE)  # still starting (Kibana answers 503 until it is ready)
+            continue
+        break
     _raise_for_status(resp, safe, flavor)
     try:
         body = resp.json()

@@ -142,6 +142,37 @@ def test_the_url_and_flavor_come_from_the_kibana_section(dashboards):
     assert import_saved_objects(_config(url=url + "/", flavor="opensearch-dashboards")).ok
 
 
+def test_opensearch_dashboards_is_the_default_beside_an_opensearch_engine(dashboards):
+    handler, url = dashboards
+    handler.xsrf = "osd-xsrf"
+    result = import_saved_objects(_config(), url, engine_flavor="opensearch")
+    assert result.ok and result.flavor == "opensearch-dashboards"
+
+
+def test_a_product_still_starting_is_retried_until_it_answers(dashboards, monkeypatch):
+    handler, url = dashboards
+    monkeypatch.setattr("plugin.kibana.RETRY_PAUSE", 0.01)
+    starting = [(503, {"statusCode": 503, "message": "Kibana server is not ready yet"})] * 2
+
+    class Starting(handler):
+        def do_POST(self):  # noqa: N802
+            handler.status = starting.pop() if starting else None
+            super().do_POST()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Starting)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        with pytest.raises(EngineRequestError, match="HTTP 503"):
+            import_saved_objects(_config(), f"http://127.0.0.1:{server.server_address[1]}",
+                                 "kibana", wait=0)
+        result = import_saved_objects(_config(), f"http://127.0.0.1:{server.server_address[1]}",
+                                      "kibana", wait=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.ok and len(handler.seen) == 3
+
+
 def test_rejected_credentials_are_one_clear_line_without_the_password(dashboards):
     handler, url = dashboards
     handler.credentials = _basic("analyst", "right")
