@@ -1,10 +1,11 @@
-"""``fwsiem setup``: install or check index templates, indices and ingest pipelines."""
+"""``fwsiem setup``: install or check index templates, indices, ingest pipelines and dashboards."""
 
 from __future__ import annotations
 
 import click
 
 from plugin.cli import pass_app
+from plugin.kibana import FLAVORS, import_saved_objects
 from plugin.setup import run_setup
 
 
@@ -12,11 +13,20 @@ from plugin.setup import run_setup
 @click.option("--check", is_flag=True, help="Only report what is missing or differs; exit 1 if anything is.")
 @click.option("--skip-pipelines", is_flag=True,
               help="Install everything else when the cluster lacks the ingest processors the pipelines need.")
+@click.option("--kibana", "kibana_url", metavar="URL",
+              help="Also import the dashboards into Kibana / OpenSearch Dashboards at URL "
+                   "(default: [kibana] url, if set).")
+@click.option("--dashboards-flavor", type=click.Choice(FLAVORS), default=None,
+              help="The product at --kibana (default: [kibana] flavor, else the one that goes "
+                   "with the cluster).")
+@click.option("--kibana-wait", type=float, default=None, metavar="SECONDS",
+              help="Keep retrying this long while Kibana is still starting (default: [kibana] wait).")
 @pass_app
-def command(app, check, skip_pipelines):
-    """Install fwsiem's index templates, indices and ingest pipelines (idempotent).
+def command(app, check, skip_pipelines, kibana_url, dashboards_flavor, kibana_wait):
+    """Install fwsiem's index templates, indices, ingest pipelines and dashboards (idempotent).
 
-    Re-running changes nothing that is already as fwsiem ships it.
+    Re-running changes nothing that is already as fwsiem ships it; dashboards are re-imported
+    with overwrite.
     """
     store = app.store
     click.echo(f"{'checking' if check else 'setting up'} {store.flavor} {store.version} at {store.safe_url}",
@@ -34,3 +44,8 @@ def command(app, check, skip_pipelines):
     click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), err=True)
     if check and bad:
         raise SystemExit(1)
+    if not check and (kibana_url or app.config.section("kibana").get("url")):
+        result = import_saved_objects(app.config, kibana_url, dashboards_flavor,
+                                      engine_flavor=store.flavor, wait=kibana_wait)
+        click.echo(f"{'dashboards':<9} {result.url:<34} {result.success_count} imported")
+        click.echo(result.summary(), err=True)
