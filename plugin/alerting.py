@@ -600,7 +600,8 @@ class Alerter:
     def run_forever(self, stop: Callable[[], bool] = lambda: False) -> None:
         while not stop():
             self.run_once(only_due=True)
-            time.sleep(min(max(self.next_due(dt.datetime.now(dt.timezone.utc)), 1.0), 60.0))
+            cap = parse_duration(self.settings["interval"])
+            time.sleep(min(max(self.next_due(dt.datetime.now(dt.timezone.utc)), 1.0), cap))
 
 
 if __name__ == "__main__":  # python -m plugin.alerting: rewrite the rendered watches and monitors

@@ -309,3 +309,19 @@ def test_throttle_expiry_lets_an_ongoing_spike_alert_again(engine, loaded, tmp_p
         assert len(rx.received) == 1
         _alert(short, rx, first + 4, rule)  # throttle expired, spike still on: alerts again
         assert len(rx.received) == 2
+
+
+def test_install_says_which_alerting_the_cluster_has(engine, tmp_path):
+    """Both engines here are the open-source builds: neither Watcher nor the Alerting plugin."""
+    plugins = engine.store.request("GET", "/_nodes/plugins")
+    names = json.dumps(plugins).lower()
+    has = "watcher" in names if engine.flavor == "elasticsearch" else "alerting" in names
+    cfg = _config_file(tmp_path, engine, {})
+    res = CliRunner().invoke(cli, ["--config", str(cfg), "alert", "--install"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    product = "Watcher" if engine.flavor == "elasticsearch" else "Alerting plugin"
+    assert product in res.output
+    if not has:
+        assert "fwsiem alert" in res.output
+        assert res.output.count("not installed") == len(DEFS)
