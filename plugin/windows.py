@@ -39,6 +39,8 @@ class RunSettings:
     poll_s: float = 10.0
     warmup_windows: int = 60
     detector: str = "loda"
+    #: per entity type detector, overriding ``detector`` (``[run.detectors]``)
+    detectors: tuple = ()
     quantile: float = 0.99
     levels: tuple = (4.0, 6.0, 10.0, 20.0)
     entity_types: tuple = ("source", "service", "rule", "host")
@@ -67,6 +69,8 @@ class RunSettings:
             poll_s=dur("poll_interval", int(d.poll_s * 1000)) / 1000,
             warmup_windows=int(run.get("warmup_windows", d.warmup_windows)),
             detector=str(run.get("detector", d.detector)),
+            detectors=tuple(sorted((str(k), str(v))
+                                   for k, v in dict(run.get("detectors", {})).items())),
             quantile=float(run.get("quantile", d.quantile)),
             levels=tuple(float(v) for v in run.get("severity_levels", d.levels)),
             entity_types=tuple(run.get("entity_types", d.entity_types)),
@@ -88,7 +92,18 @@ class RunSettings:
                               hint=f"use some of {sorted(F.ENTITY_FIELDS)}")
         if kw["window_ms"] <= 0:
             raise ConfigError("[run] window must be positive", hint="e.g. window = \"60s\"")
+        unknown = {t for t, _ in kw["detectors"]} - set(F.ENTITY_FIELDS)
+        if unknown:
+            raise ConfigError(f"[run.detectors] has unknown entity types {sorted(unknown)}",
+                              hint=f"use some of {sorted(F.ENTITY_FIELDS)}")
         return cls(**kw)
+
+    def detector_for(self, entity_type: str) -> str:
+        """The river detector of ``entity_type``: ``[run.detectors]``, else ``[run] detector``."""
+        return dict(self.detectors).get(entity_type, self.detector)
+
+    def detectors_text(self) -> str:
+        return ", ".join(f"{t} {self.detector_for(t)}" for t in self.entity_types)
 
 
 @dataclass
@@ -147,7 +162,8 @@ class WindowRunner:
 
     # -- state --------------------------------------------------------------------------------
     def new_state(self) -> RunState:
-        dets = {t: WindowDetector(t, F.FEATURES[t], kind=self.s.detector, q=self.s.quantile,
+        dets = {t: WindowDetector(t, F.FEATURES[t], kind=self.s.detector_for(t),
+                                  q=self.s.quantile,
                                   warmup_windows=self.s.warmup_windows, levels=self.s.levels,
                                   seed=self.s.seed)
                 for t in self.s.entity_types}

@@ -1,0 +1,439 @@
+"""Online detection quality of `fwsiem run` on a simulated warm-up day plus an evaluation day.
+
+Usage:
+    python scripts/evaluate_detection.py --url http://127.0.0.1:9251 [--seed 11] [--write]
+
+One command: simulate 48 h of the default scenario (day 1 is the warm-up day, day 2 is scored),
+bulk-index the already-parsed events (ECS documents as the fwsiem pipelines write them) into the
+data stream ``logs-fwsiem.<name>-default`` after installing the shipped templates, run the window
+loop (`plugin.windows.WindowRunner`, the code behind `fwsiem run --from --to`) over both days
+with the ``[run]`` defaults, and score the anomaly documents read back from the engine against
+the simulator's truth:
+
+- per incident kind: detected within 2 windows of its start (a medium+ anomaly whose entity
+  overlaps the incident's entities and whose window starts <= 2 windows after the start);
+- overall incident recall (within 2 windows, and at any time during the incident);
+- precision of medium+ anomaly documents (share that overlap a true incident's entities and
+  time).
+
+The same table is computed for seed 003's autoencoder alone, and, on the same window
+aggregations (read once from the engine), for each river detector per entity type, so the
+choice of detector is made by these figures. ``--write`` puts the tables into the
+"Online detection" section of EVALUATION.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import os
+import pickle
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+from ml import features as F
+from ml.detectors import WindowDetector
+from plugin.anomalies import anomaly_document
+from plugin.config import load_config
+from plugin.setup import run_setup
+from plugin.store import Store
+from plugin.windows import AE_DETECTOR, RunSettings, WindowRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY_MS = 86_400_000
+MEDIUM_UP = ("medium", "high", "critical")
+KINDS = ("hst", "loda", "baseline")
+
+
+# -- events -------------------------------------------------------------------------------------
+
+def _iso_series(ts: pd.Series) -> list[str]:
+    return ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3].add("Z").tolist()
+
+
+def parsed_documents(frame: pd.DataFrame) -> list[dict]:
+    """The simulator's rows as the NSX DFW pipeline writes them (ECS, TERM counters summed)."""
+    ts = _iso_series(frame["@timestamp"])
+    recs = frame.to_dict("records")
+    docs = []
+    for t, r in zip(ts, recs, strict=True):
+        term = r["nsx.dfw.line_kind"] == "term"
+        denied = r["event.action"] in ("drop", "reject")
+        src = {"ip": r["source.ip"]}
+        dst = {"ip": r["destination.ip"]}
+        if r["network.transport"] in ("tcp", "udp", "sctp"):
+            src["port"], dst["port"] = int(r["source.port"]), int(r["destination.port"])
+        net = {"direction": r["network.direction"], "transport": r["network.transport"],
+               "iana_number": str(r["network.iana_number"]), "type": r["network.type"]}
+        dfw: dict = {"line_kind": r["nsx.dfw.line_kind"]}
+        if term:
+            sp, sb = int(r["source.packets"]), int(r["source.bytes"])
+            dp, db = int(r["destination.packets"]), int(r["destination.bytes"])
+            src.update(packets=sp, bytes=sb)
+            dst.update(packets=dp, bytes=db)
+            net.update(packets=sp + dp, bytes=sb + db)
+            if r["nsx.dfw.close_reason"]:
+                dfw["close_reason"] = r["nsx.dfw.close_reason"]
+        else:
+            dfw["packet_length"] = int(r["nsx.dfw.packet_length"])
+            if r["nsx.dfw.tcp_flags"]:
+                dfw["tcp_flags"] = r["nsx.dfw.tcp_flags"]
+        verdict = "denied" if denied else "allowed"
+        docs.append({
+            "@timestamp": t,
+            "event": {"kind": "event", "category": ["network"],
+                      "type": ["connection", verdict, "end" if term else "start"],
+                      "action": "term" if term else r["event.action"],
+                      "outcome": "failure" if denied else "success",
+                      "dataset": "fwsiem.nsx_dfw", "module": "fwsiem"},
+            "source": src, "destination": dst, "network": net,
+            "rule": {"id": str(r["rule.id"]), "ruleset": r["rule.ruleset"]} if r["rule.ruleset"]
+            else {"id": str(r["rule.id"])},
+            "observer": {"hostname": r["observer.hostname"], "vendor": "VMware", "product": "NSX",
+                         "type": "firewall"},
+            "nsx": {"dfw": dfw},
+        })
+    return docs
+
+
+def _bulk(store: Store, index: str, docs: list[dict], chunk: int = 5000) -> int:
+    done = 0
+    for i in range(0, len(docs), chunk):
+        lines = []
+        for d in docs[i:i + chunk]:
+            lines.append('{"create":{}}')
+            lines.append(json.dumps(d, separators=(",", ":")))
+        resp = store.request("POST", f"/{index}/_bulk", body="\n".join(lines) + "\n")
+        bad = [it for it in resp["items"] if next(iter(it.values()))["status"] >= 300]
+        if bad:
+            sys.exit(f"bulk refused {len(bad)} documents: {json.dumps(bad[0])[:500]}")
+        done += len(resp["items"])
+    return done
+
+
+def simulate_and_index(store: Store, index: str, args) -> tuple[dict, dict]:
+    """Simulate, index (unless the data stream already holds the run), return truth + extras."""
+    from ml.simulate import Simulation, load_scenario
+
+    sim = Simulation(load_scenario(args.scenario), hours=48, seed=args.seed, start=args.start)
+    have = store.count(index) if store.exists(index) else 0
+    index_it = have == 0
+    if not index_it:
+        print(f"{index} already holds {have:,} events: not re-indexed (delete it to redo)")
+    extra: dict = defaultdict(lambda: {"rules": set(), "hosts": set(), "first": None,
+                                       "last": None})
+    total, t0 = 0, time.perf_counter()
+    for frame in sim.iter_events():
+        inc = frame[frame["incident.id"] != ""]
+        for iid, g in inc.groupby("incident.id"):
+            e = extra[iid]
+            e["rules"].update(g["rule.id"].astype(str))
+            e["hosts"].update(g["observer.hostname"])
+            lo, hi = g["@timestamp"].min(), g["@timestamp"].max()
+            e["first"] = lo if e["first"] is None else min(e["first"], lo)
+            e["last"] = hi if e["last"] is None else max(e["last"], hi)
+        total += len(frame)
+        if index_it:
+            _bulk(store, index, parsed_documents(frame))
+    if index_it:
+        store.refresh(index)
+        print(f"indexed {total:,} events into {index} in {time.perf_counter() - t0:.0f} s")
+    return sim.truth(), dict(extra), total
+
+
+# -- truth --------------------------------------------------------------------------------------
+
+def _ms(text) -> int:
+    if isinstance(text, pd.Timestamp):
+        return int(text.value // 1_000_000)
+    return int(dt.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _as_list(v) -> list:
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    return [] if v is None else [v]
+
+
+def incidents(truth: dict, extra: dict) -> list[dict]:
+    """Truth incidents with their entity sets and the time span their events cover."""
+    out = []
+    for i in truth["incidents"]:
+        ent = i["entities"]
+        ips = {str(x) for x in _as_list(ent.get("src_ips")) + _as_list(ent.get("dst_ips"))}
+        ports = [int(p) for p in _as_list(ent.get("dst_ports"))]
+        if i["kind"] == "port_scan_vertical" and len(ports) == 2:
+            ports = list(range(ports[0], ports[1] + 1))
+        e = extra.get(str(i["id"]), extra.get(i["id"], {})) if "id" in i else {}
+        start, end = _ms(i["start"]), _ms(i["end"])
+        if e.get("last") is not None:
+            end = max(end, _ms(e["last"]))
+        out.append({"id": i.get("id"), "kind": i["kind"], "start": start, "end": end,
+                    "ips": ips, "ports": set(ports),
+                    "hosts": set(_as_list(ent.get("hosts"))) | set(e.get("hosts", ())),
+                    "rules": set(e.get("rules", ()))})
+    return out
+
+
+def overlaps(doc: dict, inc: dict) -> bool:
+    """Whether an anomaly document's entity is one of the incident's entities."""
+    etype, value = doc["entity"]["type"], str(doc["entity"]["value"])
+    if etype == "source":
+        return value in inc["ips"]
+    if etype == "service":
+        return value.rsplit(":", 1)[0] in inc["ips"]
+    if etype == "rule":
+        return value in inc["rules"]
+    if etype == "host":
+        return value in inc["hosts"]
+    if etype == "ports":
+        ports = {int(c["feature"].rsplit(":", 1)[1]) for c in doc.get("contributions", [])}
+        return bool(ports & inc["ports"])
+    return False
+
+
+def score(docs: list[dict], incs: list[dict], eval_from: int, eval_to: int,
+          window_ms: int) -> dict:
+    """Per-kind detection within 2 windows, recall and precision over the evaluation day."""
+    docs = [d for d in docs if d["severity"] in MEDIUM_UP]
+    for d in docs:
+        d["_ws"] = _ms(d["window"]["start"])
+    day = [d for d in docs if eval_from <= d["_ws"] < eval_to]
+    scored = [i for i in incs if eval_from <= i["start"] < eval_to]
+    per_kind: dict = defaultdict(lambda: {"n": 0, "early": 0, "any": 0, "delays": []})
+    for inc in scored:
+        k = per_kind[inc["kind"]]
+        k["n"] += 1
+        hits = [d["_ws"] for d in docs if overlaps(d, inc)
+                and d["_ws"] + window_ms > inc["start"] and d["_ws"] <= inc["end"]]
+        if hits:
+            k["any"] += 1
+            first = min(hits)
+            delay = max(0, (first - inc["start"]) // window_ms + (first > inc["start"]))
+            if first <= inc["start"] + 2 * window_ms:
+                k["early"] += 1
+            k["delays"].append(int(delay))
+    true = [d for d in day if any(overlaps(d, i) and d["_ws"] + window_ms > i["start"]
+                                  and d["_ws"] <= i["end"] for i in incs)]
+    n = len(scored)
+    return {
+        "per_kind": dict(per_kind),
+        "incidents": n,
+        "recall_2w": sum(k["early"] for k in per_kind.values()) / n if n else float("nan"),
+        "recall_any": sum(k["any"] for k in per_kind.values()) / n if n else float("nan"),
+        "docs": len(day), "true_docs": len(true),
+        "precision": len(true) / len(day) if day else float("nan"),
+        "false_by_type": _count(d["entity"]["type"] for d in day if d not in true),
+    }
+
+
+def _count(items) -> dict:
+    out: dict = defaultdict(int)
+    for x in items:
+        out[x] += 1
+    return dict(out)
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+class RecordingRunner(WindowRunner):
+    """The window loop, keeping each window's aggregation results for the detector comparison."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.reads: list = []
+        self.read_seconds = 0.0
+
+    def read_window(self, start_ms, end_ms, state):
+        t = time.perf_counter()
+        data = super().read_window(start_ms, end_ms, state)
+        self.read_seconds += time.perf_counter() - t
+        self.reads.append((start_ms, end_ms, copy.deepcopy(data)))
+        return data
+
+
+def replay(reads: list, settings: RunSettings, etype: str, kind: str) -> list[dict]:
+    """Anomaly documents of one entity type's detector ``kind`` over recorded windows."""
+    det = WindowDetector(etype, F.FEATURES[etype], kind=kind, q=settings.quantile,
+                         warmup_windows=settings.warmup_windows, levels=settings.levels,
+                         seed=settings.seed)
+    peers = F.PeerMemory()
+    docs = []
+    for start, end, data in reads:
+        rows = data["rows"].get(etype, [])
+        if etype == "source":
+            rows = F.apply_peer_memory(rows, peers)
+        for f in det.process(rows):
+            docs.append(anomaly_document(f, start, end, kind=kind))
+    return docs
+
+
+def all_docs(store: Store, index: str) -> list[dict]:
+    if not store.exists(index):
+        return []
+    store.refresh(index)
+    return [h["_source"] for h in store.scan(index, query={"match_all": {}})]
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def kind_table(res: dict, kinds: list[str]) -> list[str]:
+    lines = ["| incident kind | incidents | within 2 windows | detected at all | first window |",
+             "|---|---|---|---|---|"]
+    for kind in kinds:
+        k = res["per_kind"].get(kind)
+        if not k:
+            continue
+        delays = ", ".join(f"+{d}" for d in sorted(k["delays"])) or "-"
+        lines.append(f"| {kind} | {k['n']} | {k['early']}/{k['n']} | {k['any']}/{k['n']} "
+                     f"| {delays} |")
+    lines.append(f"| **all** | {res['incidents']} | recall **{res['recall_2w']:.2f}** "
+                 f"| {res['recall_any']:.2f} | |")
+    lines.append("")
+    lines.append(f"Precision of medium+ anomaly documents: **{res['precision']:.2f}** "
+                 f"({res['true_docs']} of {res['docs']} overlap a true incident's entities and "
+                 f"time; false ones by entity type: {_fmt(res['false_by_type'])}).")
+    return lines
+
+
+def _fmt(d: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
+
+
+def write_section(path: Path, text: str) -> None:
+    head = "## Online detection (`fwsiem run`)"
+    body = path.read_text() if path.exists() else "# fwsiem model evaluation\n"
+    section = f"{head}\n\n{text.strip()}\n"
+    pattern = re.compile(r"^## Online detection.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(body):
+        body = pattern.sub(lambda _: section + "\n", body).rstrip() + "\n"
+    else:
+        body = body.rstrip() + "\n\n" + section
+    path.write_text(body)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", default=os.environ.get("FWSIEM_URL", "http://127.0.0.1:9251"))
+    ap.add_argument("--scenario", default="default")
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--start", default="2024-03-04T00:00:00Z")
+    ap.add_argument("--name", default="detecteval", help="logs-fwsiem.<name>-default")
+    ap.add_argument("--reads", type=Path, help="Also save the recorded window aggregations here")
+    ap.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
+                    help="Score each river detector per entity type on the same windows")
+    ap.add_argument("--write", action="store_true", help="Update EVALUATION.md")
+    ap.add_argument("--keep", action="store_true", help="Keep the events data stream")
+    args = ap.parse_args()
+
+    t_all = time.perf_counter()
+    base = load_config(env={}).with_overrides("engine", url=args.url)
+    store = Store.connect(base.engine)
+    run_setup(store, base, only={"template"})
+    index = f"logs-fwsiem.{args.name}-default"
+    tag = f"{args.name}-{args.seed}"
+    config = base.with_overrides("indices", events_pattern=index,
+                                 anomalies=f"fwsiem-anomalies-{tag}", state=f"fwsiem-state-{tag}")
+    store.delete_index(config.index("anomalies"))
+    store.delete_index(config.index("state"))
+    print(f"engine: {store.flavor} {store.version} at {store.safe_url}")
+
+    truth, extra, n_events = simulate_and_index(store, index, args)
+    incs = incidents(truth, extra)
+    t0 = _ms(truth["start"])
+    eval_from, eval_to = t0 + DAY_MS, t0 + 2 * DAY_MS
+
+    settings = RunSettings.from_config(config)
+    runner = RecordingRunner(store, config, settings=settings)
+    runner.load()
+    t = time.perf_counter()
+    for start, end in runner.windows(t0, eval_to, now=lambda: eval_to / 1000 + 3600):
+        runner.process(start, end)
+    run_s = time.perf_counter() - t
+    print(f"window loop: {len(runner.reads)} windows in {run_s:.0f} s "
+          f"({runner.read_seconds:.0f} s in engine reads), "
+          f"{runner.anomalies_written} anomaly documents")
+    if args.reads:
+        args.reads.write_bytes(pickle.dumps((runner.reads, incs, eval_from, eval_to)))
+
+    docs = all_docs(store, config.index("anomalies"))
+    W = settings.window_ms
+    kinds = sorted({i["kind"] for i in incs})
+    full = score([d for d in docs if d["detector"]["name"] != AE_DETECTOR], incs,
+                 eval_from, eval_to, W)
+    full_ae = score(docs, incs, eval_from, eval_to, W)
+    ae = score([d for d in docs if d["detector"]["name"] == AE_DETECTOR], incs,
+               eval_from, eval_to, W)
+
+    compare_lines: list[str] = []
+    if args.compare:
+        compare_lines = ["| entity type | detector | incidents found (2 windows) | medium+ docs "
+                         "| precision |", "|---|---|---|---|---|"]
+        for etype in settings.entity_types:
+            for kind in KINDS:
+                r = score(replay(runner.reads, settings, etype, kind), incs, eval_from,
+                          eval_to, W)
+                chosen = " (chosen)" if kind == settings.detector_for(etype) else ""
+                found = sum(k["early"] for k in r["per_kind"].values())
+                compare_lines.append(f"| {etype} | {kind}{chosen} | {found}/{r['incidents']} "
+                                     f"| {r['docs']} | {r['precision']:.2f} |")
+                print(compare_lines[-1])
+
+    cmd = "python scripts/evaluate_detection.py --url " + args.url + (
+        f" --seed {args.seed}" if args.seed != 11 else "") + " --write"
+    day_events = sum(1 for _ in ())  # placeholder kept simple below
+    del day_events
+    text = [
+        f"Command: `{cmd}` ({store.flavor} {store.version}, one node; "
+        f"date: {dt.date.today().isoformat()}; total run {time.perf_counter() - t_all:.0f} s).",
+        "",
+        f"Data: scenario `{args.scenario}`, seed {args.seed}, 48 h from {args.start}: "
+        f"{n_events:,} parsed NSX DFW events bulk-indexed into `{index}`; day 1 is the warm-up "
+        f"day, day 2 is scored ({len([i for i in incs if eval_from <= i['start'] < eval_to])} "
+        f"incidents of {len({i['kind'] for i in incs if eval_from <= i['start'] < eval_to})} "
+        f"kinds at the scenario's default intensity). `[run]` defaults: {W // 1000} s windows, "
+        f"{settings.warmup_windows} warm-up windows, quantile {settings.quantile}, severity "
+        f"levels {list(settings.levels)}, detectors {settings.detectors_text()}. "
+        f"{len(runner.reads)} windows in {run_s:.0f} s.",
+        "",
+        "Scoring: an incident counts as detected within 2 windows when a medium-or-higher "
+        "anomaly document's entity is one of the incident's entities (its source/destination "
+        "IPs; for rule and host entities, the rule ids and hypervisors its events carry; for "
+        "the autoencoder, a contributing port among the incident's ports) and the document's "
+        "window starts at most 2 windows after the incident start. Precision: share of "
+        "medium+ documents of day 2 whose entity and window overlap some incident (its span "
+        "runs to the last event it produced).",
+        "",
+        "### Window detectors (source, service, rule, host)",
+        "",
+        *kind_table(full, kinds),
+        "",
+        "### Seed 003's autoencoder alone (per-port vectors, baseline)",
+        "",
+        *kind_table(ae, kinds),
+        "",
+        "### Everything `fwsiem run` writes (window detectors + autoencoder)",
+        "",
+        *kind_table(full_ae, kinds),
+    ]
+    if compare_lines:
+        text += ["", "### Choice of river detector per entity type",
+                 "", "Each detector alone on the same window aggregations (same thresholds, "
+                 "warm-up and severity levels):", "", *compare_lines]
+    report = "\n".join(text)
+    print(report)
+    if args.write:
+        write_section(ROOT / "EVALUATION.md", report)
+    if not args.keep:
+        store.delete_index(config.index("state"))
+
+
+if __name__ == "__main__":
+    main()
