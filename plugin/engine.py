@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 FLAVORS = ("elasticsearch", "opensearch")
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
-OPENSEARCH_MAIN = "org.codelibs.opensearch.runner.OpenSearchRunner"
 UNPRIVILEGED_UID = 65534  # Elasticsearch refuses to run as root; "nobody" runs it instead.
 
 
@@ -266,10 +265,13 @@ class LocalEngine:
     def _opensearch_command(self, jhome: Path):
         cp = self.opensearch_classpath()
         data = self.instance_dir / "data"
+        launcher = self.instance_dir / "FwsiemOpenSearch.java"
+        launcher.write_text(resources.files("plugin").joinpath("assets/engines/FwsiemOpenSearch.java").read_text())
+        # A cluster name per port keeps two local engines from discovering and joining each other.
         cmd = [str(jhome / "bin" / "java"), f"-Xms{self.heap}", f"-Xmx{self.heap}",
                "-Djava.awt.headless=true", "-Dlog4j2.formatMsgNoLookups=true", "-cp", cp,
-               OPENSEARCH_MAIN, "-basePath", str(data), "-numOfNode", "1",
-               "-baseHttpPort", str(self.port - 1), "-clusterName", "fwsiem-local"]
+               str(launcher), "-basePath", str(data), "-numOfNode", "1",
+               "-baseHttpPort", str(self.port - 1), "-clusterName", f"fwsiem-local-{self.port}"]
         return cmd, dict(os.environ), None
 
     def _elasticsearch_command(self, jhome: Path):

@@ -52,3 +52,17 @@ def test_port_taken_is_a_clear_error(tmp_path):
         sock.listen(1)
         with pytest.raises(EngineLaunchError, match=f"port {port} .* already in use"):
             LocalEngine("opensearch", tmp_path, port).start(timeout=5)
+
+
+def test_bulk_through_a_pipeline_is_parsed_on_an_ingest_node(engine, unique_prefix):
+    if not engine.has_processors("grok", "dissect"):
+        pytest.skip(f"{engine.flavor} {engine.store.version} at {engine.url} has no grok/dissect processors")
+    engine.store.put_pipeline("fwsiem-smoke-bulk", GROK_DISSECT)
+    index = f"{unique_prefix}-piped"
+    result = engine.store.bulk([{"_index": index, "_id": "1",
+                                 "_source": {"message": "2026-01-01T00:00:00Z DROP 10.0.0.9->10.0.0.2"}}],
+                               pipeline="fwsiem-smoke-bulk", refresh=True)
+    assert result.created == 1, result.failed
+    assert engine.store.get_doc(index, "1")["src"] == "10.0.0.9"
+    engine.store.delete_index(index)
+    engine.store.delete_pipeline("fwsiem-smoke-bulk")
