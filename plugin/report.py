@@ -111,6 +111,39 @@ def _histogram(store, index, split_field, query, since, until) -> tuple[list, di
     return times, series
 
 
+def top_flows(store, index, query, n: int = 5) -> list[tuple[tuple, int]]:
+    """The ``n`` (source IP, destination IP, destination port) flows with the most events.
+
+    Nested terms (the top sources, their top destinations and ports) rather than
+    ``multi_terms``, which the open-source Elasticsearch builds lack.
+    """
+    aggs = {"s": {"terms": {"field": "source.ip", "size": 2 * n},
+                  "aggs": {"d": {"terms": {"field": "destination.ip", "size": 3},
+                                 "aggs": {"p": {"terms": {"field": "destination.port", "size": 3}}}}}}}
+    flows = []
+    for s in store.aggregate(index, aggs, query).get("s", {}).get("buckets", []):
+        for d in s["d"]["buckets"]:
+            for p in d["p"]["buckets"]:
+                flows.append(((s["key"], d["key"], p["key"]), p["doc_count"]))
+    return sorted(flows, key=lambda f: -f[1])[:n]
+
+
+def _flow_series(store, index, flows, query, since, until) -> tuple[list, dict[str, list]]:
+    """Events per time bucket of each flow, from one date histogram with a filters sub-aggregation."""
+    width = interval_seconds(since, until)
+    filters = {f"{s} → {d}:{p}": {"bool": {"filter": [
+        {"term": {"source.ip": s}}, {"term": {"destination.ip": d}},
+        {"term": {"destination.port": p}}]}} for (s, d, p), _ in flows}
+    aggs = {"h": {"date_histogram": {"field": "@timestamp", "fixed_interval": f"{width}s",
+                                     "min_doc_count": 0,
+                                     "extended_bounds": {"min": _iso(since), "max": _iso(until)}},
+                  "aggs": {"f": {"filters": {"filters": filters}}}}}
+    buckets = store.aggregate(index, aggs, query).get("h", {}).get("buckets", [])
+    times = [dt.datetime.fromtimestamp(b["key"] / 1000, dt.timezone.utc) for b in buckets]
+    series = {name: [b["f"]["buckets"][name]["doc_count"] for b in buckets] for name in filters}
+    return times, series
+
+
 # -- plots --------------------------------------------------------------------------------------
 def _figure(width=7.0, height=3.2):
     import matplotlib
@@ -221,6 +254,11 @@ def overview_section(store: Store, index: str, since, until) -> Section:
     times, series = _histogram(store, index, "event.action", q, since, until)
     sec.panels.append(Panel("Events over time by action",
                             stacked_png(times, series, ACTION_COLORS, "events"), wide=True))
+    flows = top_flows(store, index, q)
+    if flows:
+        times, series = _flow_series(store, index, flows, q, since, until)
+        sec.panels.append(Panel("Highest-hitting flows over time",
+                                stacked_png(times, series, {}, "events"), wide=True))
     srcs = _terms(store, index, "source.ip", q, 10, order_by_sum="network.bytes")
     dsts = _terms(store, index, "destination.ip", q, 10, order_by_sum="network.bytes")
     if any(v for _, v in srcs):
@@ -240,7 +278,7 @@ def _first(src: dict, *paths: str) -> Any:
 
 
 def _explanation(src: dict) -> str:
-    contribs = src.get("contributions") or src.get("contributors") or []
+    contribs = src.get("contributions") or []
     if contribs:
         c = contribs[0]
         return (f"{c.get('feature')} = {_human(c.get('observed'))} "
@@ -255,13 +293,7 @@ def anomalies_section(store: Store, index: str, since, until, newest: int = 15) 
         sec.panels.append(Panel("Anomalies", note=f"No anomalies in {index} for this period."))
         return sec
     sec.intro = f"{store.count(index, q):,} anomalies in {index}."
-    times: list = []
-    series: dict[str, list] = {}
-    for sev_field in ("severity", "anomaly.severity"):
-        t, s = _histogram(store, index, sev_field, q, since, until)
-        times = times or t
-        for k, v in s.items():
-            series[k] = [a + b for a, b in zip(series.get(k, [0] * len(v)), v, strict=True)]
+    times, series = _histogram(store, index, "severity", q, since, until)
     sec.panels.append(Panel("Anomalies over time by severity",
                             stacked_png(times, series, SEVERITY_COLORS, "anomalies", bars=True),
                             wide=True))
@@ -272,9 +304,9 @@ def anomalies_section(store: Store, index: str, since, until, newest: int = 15) 
         s = h["_source"]
         rows.append({
             "time": s.get("@timestamp", ""),
-            "severity": _first(s, "severity", "anomaly.severity") or "",
+            "severity": s.get("severity", ""),
             "entity": f"{_first(s, 'entity.type') or ''} {_first(s, 'entity.value') or ''}".strip(),
-            "score": _human(_first(s, "score", "anomaly.score")),
+            "score": _human(s.get("score")),
             "detector": _first(s, "detector.name") or "",
             "explanation": _explanation(s),
             "drill-down": _first(s, "drilldown.kql") or "",

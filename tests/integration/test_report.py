@@ -108,7 +108,8 @@ def test_report_is_self_contained_and_has_every_section(report):
     assert "<script" not in text and "<link" not in text
     for title in ("Top 10 rules by hits", "Action distribution", "Dropped traffic by destination IP",
                   "Dropped traffic by destination port", "Flows by protocol",
-                  "Events over time by action", "Top sources by bytes",
+                  "Events over time by action", "Highest-hitting flows over time",
+                  "Top sources by bytes",
                   "Top destinations by bytes", "Anomalies over time by severity",
                   "Recommendations by kind and severity", "Model registry"):
         assert title in text, title
