@@ -7,6 +7,7 @@ import datetime as dt
 import html
 import io
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ ACTION_COLORS = {"pass": "#43a047", "accept": "#43a047", "allow": "#43a047", "dr
 INTERVALS = [60, 300, 600, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400]
 MAX_BUCKETS = 120
 DENIED = {"term": {"event.type": "denied"}}
+# Rule ids and ports are labels; matplotlib notes at INFO that they look like numbers.
+logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
 
 @dataclass
