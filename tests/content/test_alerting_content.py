@@ -183,3 +183,14 @@ def test_committed_watches_and_monitors_are_rendered_from_the_definitions(path):
     expected = alerting.rendered_files()[path]
     assert path.is_file(), f"{path} missing: run `python -m plugin.alerting`"
     assert path.read_text() == expected, f"{path} is stale: run `python -m plugin.alerting`"
+
+
+def test_every_alert_links_to_a_shipped_dashboard():
+    import json
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    dashboards = {json.loads(p.read_text())["id"] for p in (repo / "kibana_saved_objects" / "dashboard").glob("*.json")}
+    for path in sorted((repo / "alerting" / "rules").glob("*.json")):
+        definition = json.loads(path.read_text())
+        assert definition["dashboard"] in dashboards, f"{path.name} links to missing dashboard {definition['dashboard']}"
