@@ -82,7 +82,8 @@ class BulkResult:
 def _detect(settings: EngineSettings) -> tuple[str, str]:
     """(flavour, version) from ``GET /``, falling back to the product header and the nodes API."""
     session = requests.Session()
-    session.verify = settings.ca_certs or settings.verify_certs
+    # Passed on every request: a session-level verify loses to $REQUESTS_CA_BUNDLE in requests.
+    verify = settings.ca_certs or bool(settings.verify_certs)
     headers = {"accept": "application/json"}
     if settings.api_key:
         headers["authorization"] = f"ApiKey {_api_key_header(settings.api_key)}"
@@ -91,7 +92,7 @@ def _detect(settings: EngineSettings) -> tuple[str, str]:
     url = settings.url.rstrip("/")
     safe = redact_url(url)
     try:
-        resp = session.get(url + "/", headers=headers, timeout=settings.timeout)
+        resp = session.get(url + "/", headers=headers, timeout=settings.timeout, verify=verify)
     except requests.exceptions.SSLError as exc:
         raise EngineUnavailable(
             f"TLS handshake with {safe} failed: {_short(exc)}",
@@ -119,7 +120,7 @@ def _detect(settings: EngineSettings) -> tuple[str, str]:
     if resp.headers.get("X-Elastic-Product") == "Elasticsearch":
         # Distributions without the rest-root module answer GET / with 405; ask the node.
         nodes = session.get(url + "/_nodes/_local?filter_path=nodes.*.version", headers=headers,
-                            timeout=settings.timeout)
+                            timeout=settings.timeout, verify=verify)
         versions = [n.get("version", "") for n in nodes.json().get("nodes", {}).values()]
         return "elasticsearch", versions[0] if versions else ""
     raise EngineUnavailable(
