@@ -20,6 +20,10 @@ from sklearn.preprocessing import StandardScaler
 #: The seven aggregate features of seed 004, in its order.
 AGGREGATE_COLUMNS = ["duration", "flows", "packets", "bytes", "pps", "bps", "bpp"]
 
+#: What fwsiem adds per destination: distinct sources, distinct destination ports and the
+#: destination port most flows went to (the service the destination offers).
+SERVICE_COLUMNS = ["sources", "dports", "top_dport"]
+
 
 def flow_aggregates(flows: pd.DataFrame, *, by: str | list[str] = "destination.ip",
                     window: str | None = None) -> pd.DataFrame:
@@ -41,7 +45,8 @@ def flow_aggregates(flows: pd.DataFrame, *, by: str | list[str] = "destination.i
     pandas.DataFrame
         The grouping columns (and ``window``), then :data:`AGGREGATE_COLUMNS`. ``duration`` is
         seconds from the first flow start to the last flow end (at least 1 ms); ``bpp`` is
-        bytes per packet.
+        bytes per packet. With ``source.ip`` and ``destination.port`` columns in ``flows``,
+        also :data:`SERVICE_COLUMNS`.
 
     Examples
     --------
@@ -74,8 +79,16 @@ def flow_aggregates(flows: pd.DataFrame, *, by: str | list[str] = "destination.i
         "flows": g.size().astype(float),
         "packets": g["network.packets"].sum().astype(float),
         "bytes": g["network.bytes"].sum().astype(float),
-    }).reset_index()
-    return with_rates(out)
+    })
+    if "source.ip" in f:
+        out["sources"] = g["source.ip"].nunique().astype(float)
+    if "destination.port" in f:
+        out["dports"] = g["destination.port"].nunique().astype(float)
+        per_port = f.groupby(keys + ["destination.port"], observed=True).size()
+        per_port = per_port.sort_values(ascending=False, kind="stable")
+        top = per_port.reset_index().drop_duplicates(subset=keys).set_index(keys)
+        out["top_dport"] = top["destination.port"].astype(float)
+    return with_rates(out.reset_index())
 
 
 def with_rates(agg: pd.DataFrame) -> pd.DataFrame:
@@ -118,39 +131,64 @@ def seed_knn(normalise: bool, n_neighbors: int = 5) -> Pipeline:
 class TrafficFeatures(TransformerMixin, BaseEstimator):
     """Log-scaled aggregates plus per-flow shape: packets, bytes and seconds per flow.
 
+    Parameters
+    ----------
+    service : bool
+        Also use :data:`SERVICE_COLUMNS` (log distinct sources and ports, the top port).
+
     Examples
     --------
     >>> X = pd.DataFrame([[10.0, 2, 20, 10000, 2.0, 8000.0, 500.0]], columns=AGGREGATE_COLUMNS)
     >>> TrafficFeatures().fit_transform(X).shape
     (1, 10)
+    >>> TrafficFeatures(service=True).fit_transform(X.assign(sources=3, dports=1,
+    ...                                                      top_dport=443)).shape
+    (1, 13)
     """
 
+    def __init__(self, service: bool = False) -> None:
+        self.service = service
+
     def fit(self, X, y=None):
-        self.n_features_in_ = len(AGGREGATE_COLUMNS)
+        self.n_features_in_ = len(self._columns())
         return self
 
+    def _columns(self) -> list[str]:
+        return AGGREGATE_COLUMNS + (SERVICE_COLUMNS if self.service else [])
+
     def transform(self, X) -> np.ndarray:
-        X = pd.DataFrame(X, columns=AGGREGATE_COLUMNS) if not isinstance(X, pd.DataFrame) else X
+        if not isinstance(X, pd.DataFrame):
+            X = pd.DataFrame(X, columns=self._columns())
         base = X[AGGREGATE_COLUMNS].astype(float).clip(lower=0)
         flows = base["flows"].clip(lower=1)
         shape = pd.DataFrame({"packets_per_flow": base["packets"] / flows,
                               "bytes_per_flow": base["bytes"] / flows,
                               "seconds_per_flow": base["duration"] / flows})
-        return np.log1p(pd.concat([base, shape], axis=1).to_numpy())
+        out = np.log1p(pd.concat([base, shape], axis=1).to_numpy())
+        if self.service:
+            counts = np.log1p(X[["sources", "dports"]].astype(float).clip(lower=0).to_numpy())
+            port = X[["top_dport"]].astype(float).fillna(-1).to_numpy()
+            out = np.hstack([out, counts, port])
+        return out
 
     def get_feature_names_out(self, input_features=None):
-        return np.array(AGGREGATE_COLUMNS + ["packets_per_flow", "bytes_per_flow",
-                                             "seconds_per_flow"], dtype=object)
+        names = AGGREGATE_COLUMNS + ["packets_per_flow", "bytes_per_flow", "seconds_per_flow"]
+        if self.service:
+            names += ["log_sources", "log_dports", "top_dport"]
+        return np.array(names, dtype=object)
 
 
-def traffic_classifier(learner: str = "hist_gradient_boosting", *,
+def traffic_classifier(learner: str = "random_forest", *, service: bool = False,
                        random_state: int | None = 0) -> Pipeline:
     """fwsiem's traffic classifier: :class:`TrafficFeatures`, then the chosen learner.
 
     Parameters
     ----------
-    learner : {"hist_gradient_boosting", "random_forest", "knn"}
-        ``knn`` is seed 004's kNN (k=5) on standardised log features.
+    learner : {"random_forest", "hist_gradient_boosting", "knn"}
+        ``knn`` is seed 004's kNN (k=5) on standardised log features. The random forest is
+        the default: boosting was unstable with classes of a handful of samples (floods).
+    service : bool
+        Also use :data:`SERVICE_COLUMNS`; the input must then have those columns.
     random_state : int, optional
         Seed of the learner.
 
@@ -172,5 +210,5 @@ def traffic_classifier(learner: str = "hist_gradient_boosting", *,
         model = KNeighborsClassifier(n_neighbors=5)
     else:
         raise ValueError(f"unknown learner {learner!r}")
-    return Pipeline([("features", TrafficFeatures()), ("scale", StandardScaler()),
+    return Pipeline([("features", TrafficFeatures(service=service)), ("scale", StandardScaler()),
                      ("model", model)])

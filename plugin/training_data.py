@@ -141,8 +141,9 @@ def destination_aggregates(store, index: str, *, since: str | None = None,
                            progress: bool = False) -> pd.DataFrame:
     """Per-destination (and per window) flow aggregates of :mod:`ml.traffic` from the cluster.
 
-    Returns ``destination.ip`` (and ``window``), then duration, flows, packets, bytes, pps, bps
-    and bpp. The end of the last flow is ``event.end`` when the events carry it, else the last
+    Returns ``destination.ip`` (and ``window``), then duration, flows, packets, bytes, pps, bps,
+    bpp, and the service columns (distinct sources and destination ports, top port; the
+    distinct counts are the engine's cardinality estimates, exact below 3000). The end of the last flow is ``event.end`` when the events carry it, else the last
     start plus the longest flow duration.
     """
     from ml.traffic import with_rates
@@ -170,6 +171,9 @@ def destination_aggregates(store, index: str, *, since: str | None = None,
         "source_bytes": {"sum": {"field": "source.bytes"}},
         "destination_packets": {"sum": {"field": "destination.packets"}},
         "destination_bytes": {"sum": {"field": "destination.bytes"}},
+        "sources": {"cardinality": {"field": "source.ip"}},
+        "dports": {"cardinality": {"field": "destination.port"}},
+        "top_dport": {"terms": {"field": "destination.port", "size": 1}},
     }
     bar = _progress(n_events, "reading flows", progress)
     rows = []
@@ -182,8 +186,10 @@ def destination_aggregates(store, index: str, *, since: str | None = None,
         packets = v("network_packets") or v("source_packets") + v("destination_packets")
         byts = v("network_bytes") or v("source_bytes") + v("destination_bytes")
         last = b["last_end"].get("value") or (v("last_start") + v("max_duration") / 1e6)
+        top = b["top_dport"]["buckets"]
         row = {**b["key"], "first": v("first"), "last": last, "flows": float(b["doc_count"]),
-               "packets": float(packets), "bytes": float(byts)}
+               "packets": float(packets), "bytes": float(byts), "sources": v("sources"),
+               "dports": v("dports"), "top_dport": float(top[0]["key"]) if top else -1.0}
         rows.append(row)
     bar.close()
     frame = with_rates(pd.DataFrame(rows))

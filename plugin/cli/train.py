@@ -149,18 +149,22 @@ def _read_labels(path: str) -> dict:
               help="Traffic class per destination: CSV (destination.ip,class) or JSON.")
 @click.option("--window", help="Aggregate per destination and window (e.g. 1h) instead of "
                                "over the whole range.")
-@click.option("--learner", type=click.Choice(["hist_gradient_boosting", "random_forest", "knn"]),
-              default="hist_gradient_boosting", show_default=True)
+@click.option("--learner", type=click.Choice(["random_forest", "hist_gradient_boosting", "knn"]),
+              default="random_forest", show_default=True)
+@click.option("--service/--no-service", default=True, show_default=True,
+              help="Also use distinct sources, distinct ports and the top port per destination "
+                   "(off: seed 004's seven aggregates only).")
 @click.option("--min-events", type=int, default=100, show_default=True)
 @click.option("--promote/--no-promote", default=True, show_default=True)
 @click.option("--force", is_flag=True, help="Promote even if the hold-out macro F1 is worse.")
 @pass_app
-def traffic(app, index, since, until, labels_path, window, learner, min_events, promote, force):
+def traffic(app, index, since, until, labels_path, window, learner, service, min_events, promote,
+            force):
     """Train the traffic classifier on per-destination flow aggregates and known classes."""
     from sklearn.model_selection import train_test_split
 
     from ml.metrics import classification_scores
-    from ml.traffic import AGGREGATE_COLUMNS, seed_knn, traffic_classifier
+    from ml.traffic import AGGREGATE_COLUMNS, SERVICE_COLUMNS, seed_knn, traffic_classifier
     from plugin.training_data import destination_aggregates
 
     index = _events_index(app, index)
@@ -179,13 +183,14 @@ def traffic(app, index, since, until, labels_path, window, learner, min_events, 
     known = known[known["class"].isin(counts[counts >= 2].index)]
     train, test = train_test_split(known, test_size=0.25, stratify=known["class"],
                                    random_state=0)
-    model = traffic_classifier(learner).fit(train[AGGREGATE_COLUMNS], train["class"])
-    scores = classification_scores(test["class"], model.predict(test[AGGREGATE_COLUMNS]))
+    columns = AGGREGATE_COLUMNS + (SERVICE_COLUMNS if service else [])
+    model = traffic_classifier(learner, service=service).fit(train[columns], train["class"])
+    scores = classification_scores(test["class"], model.predict(test[columns]))
     seed = seed_knn(True).fit(train[AGGREGATE_COLUMNS], train["class"])
     seed_scores = classification_scores(test["class"], seed.predict(test[AGGREGATE_COLUMNS]))
     click.echo(f"hold-out: macro F1 {scores['macro_f1']:.4f}, accuracy {scores['accuracy']:.4f};"
                f" seed-004 kNN (normalised) macro F1 {seed_scores['macro_f1']:.4f}")
-    final = traffic_classifier(learner).fit(known[AGGREGATE_COLUMNS], known["class"])
+    final = traffic_classifier(learner, service=service).fit(known[columns], known["class"])
     data = {"index": index, "n_rows": int(len(known)), "n_events": int(agg.attrs["n_events"]),
             **{k: v for k, v in (("since", since), ("until", until)) if v}}
     _register_and_promote(app, "traffic", final,

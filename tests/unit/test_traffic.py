@@ -9,7 +9,13 @@ from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
 from ml.metrics import classification_scores
-from ml.traffic import AGGREGATE_COLUMNS, flow_aggregates, seed_knn, traffic_classifier
+from ml.traffic import (
+    AGGREGATE_COLUMNS,
+    SERVICE_COLUMNS,
+    flow_aggregates,
+    seed_knn,
+    traffic_classifier,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -75,3 +81,30 @@ def test_log_feature_classifier_reaches_the_goal_and_beats_seed_knn():
     norm = classification_scores(y_test, seed_knn(True).fit(X_train, y_train).predict(X_test))
     assert ours["macro_f1"] >= 0.90
     assert ours["macro_f1"] > max(raw["macro_f1"], norm["macro_f1"])
+
+
+def test_service_columns_count_sources_and_ports_and_name_the_top_port():
+    flows = pd.DataFrame({
+        "destination.ip": ["10.0.0.1"] * 4,
+        "source.ip": ["10.1.0.1", "10.1.0.2", "10.1.0.2", "10.1.0.3"],
+        "destination.port": [443, 443, 443, 80],
+        "@timestamp": pd.to_datetime(["2024-01-01T00:00:00Z"] * 4),
+        "event.duration": [1e9] * 4, "network.packets": [1] * 4, "network.bytes": [100] * 4,
+    })
+    row = flow_aggregates(flows).iloc[0]
+    assert (row["sources"], row["dports"], row["top_dport"]) == (3, 2, 443)
+
+
+def test_service_features_separate_classes_the_seven_aggregates_cannot():
+    X, y = classes()
+    # two services with identical volumes, told apart only by the port they are offered on
+    same = X[y == "web"].copy()
+    X2 = pd.concat([X[y == "web"], same]).reset_index(drop=True)
+    y2 = np.array(["web"] * len(same) + ["app"] * len(same))
+    X2["sources"], X2["dports"] = 10.0, 1.0
+    X2["top_dport"] = np.where(y2 == "web", 443.0, 8080.0)
+    X_train, X_test, y_train, y_test = train_test_split(X2, y2, test_size=0.3, stratify=y2,
+                                                        random_state=0)
+    cols = AGGREGATE_COLUMNS + SERVICE_COLUMNS
+    with_service = traffic_classifier(service=True).fit(X_train[cols], y_train)
+    assert (with_service.predict(X_test[cols]) == y_test).mean() == 1.0
