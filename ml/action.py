@@ -56,6 +56,28 @@ SERVICES = {
 }
 
 
+#: Address ranges counted as internal unless configured otherwise (RFC 1918, shared address
+#: space, unique-local and link-local IPv6, IPv4 link-local).
+INTERNAL_NETWORKS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                     "169.254.0.0/16", "fc00::/7", "fe80::/10"]
+
+
+def is_internal(address: str, networks: list[str] | None = None) -> bool:
+    """Whether an address is in the internal ranges (default :data:`INTERNAL_NETWORKS`).
+
+    Examples
+    --------
+    >>> is_internal("10.2.3.4"), is_internal("203.0.113.9"), is_internal("fd00::1")
+    (True, False, True)
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    nets = [ipaddress.ip_network(n, strict=False) for n in (networks or INTERNAL_NETWORKS)]
+    return any(ip in n for n in nets if n.version == ip.version)
+
+
 def tuples_from_events(events: pd.DataFrame) -> pd.DataFrame:
     """Rename ECS event columns to tuple columns; missing ports become 0 (as in seed 000).
 
@@ -100,10 +122,7 @@ class _IpFacts:
             return ("invalid", 0, 0, 0)
         prefix = 24 if ip.version == 4 else 64
         net = str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-        if self.internal:
-            internal = any(ip in n for n in self.internal if n.version == ip.version)
-        else:
-            internal = ip.is_private or ip.is_link_local
+        internal = any(ip in n for n in self.internal if n.version == ip.version)
         multicast = ip.is_multicast or (ip.version == 4 and (text.endswith(".255")
                                                              or text == "255.255.255.255"))
         return (net, int(internal), int(multicast), int(ip.version == 6))
@@ -115,7 +134,7 @@ class ActionFeatures(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     internal_networks : list of str, optional
-        CIDRs counted as internal; default: private, link-local and unique-local ranges.
+        CIDRs counted as internal; default :data:`INTERNAL_NETWORKS`.
 
     Examples
     --------
@@ -141,7 +160,7 @@ class ActionFeatures(TransformerMixin, BaseEstimator):
     def transform(self, X) -> pd.DataFrame:
         X = pd.DataFrame(X).reset_index(drop=True)
         facts = _IpFacts([ipaddress.ip_network(n, strict=False)
-                          for n in (self.internal_networks or [])])
+                          for n in (self.internal_networks or INTERNAL_NETWORKS)])
         src, dst = facts(X["sip"]), facts(X["dip"])
         proto = X["proto"].astype(str).str.lower()
         dport = pd.to_numeric(X["dport"], errors="coerce").fillna(0).astype("int64").to_numpy()
