@@ -156,7 +156,6 @@ def incident_sessions(rng: np.random.Generator, inc: Incident, t0: int, t1: int,
         return None
     span_min = (b - a) / MINUTE
     total_min = max(1e-9, (inc.end - inc.start) / MINUTE)
-    k = inc.intensity
     kind = inc.kind
     src = np.asarray(inc.src)
     dst = np.asarray(inc.dst)

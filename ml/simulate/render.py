@@ -17,6 +17,8 @@ NFDUMP_TAIL = (",0.0.0.0,0.0.0.0,0,0,00:00:00:00:00:00,00:00:00:00:00:00,00:00:0
                "00:00:00:00:00:00" + ",0-0-0" * 10 + ",0.000,0.000,0.000,")
 NF_PROTO = {6: "TCP", 17: "UDP", 1: "ICMP", 2: "IGMP", 58: "ICMP6", 47: "GRE", 50: "ESP"}
 PM_PROTO = {6: "tcp", 17: "udp", 1: "icmp", 2: "igmp", 58: "ipv6-icmp", 47: "gre", 50: "esp"}
+# ".mmm" for milliseconds 0..999, and "" at 1000 (timestamps without milliseconds)
+MS_TEXT = np.asarray([f".{m:03d}" for m in range(1000)] + [""], dtype=object)
 
 
 def iso_ms(t: np.ndarray) -> list[str]:
@@ -42,7 +44,12 @@ def bsd_time(iso: str) -> str:
 
 
 class NsxRenderer:
-    """Turns event columns into NSX lines; all per-VM / per-host / per-rule text is precomputed."""
+    """Turns event columns into NSX lines from string tables indexed by integer codes.
+
+    Every per-host, per-VM, per-rule, per-port and per-second piece of text is built once (or
+    once per chunk for the seconds) and looked up with numpy; each line is then one string
+    concatenation of about a dozen pieces, with no per-line branching or date formatting.
+    """
 
     def __init__(self, dc, ruleset, output_cfg: dict) -> None:
         self.addr = dc.addresses.text
@@ -74,79 +81,145 @@ class NsxRenderer:
         self.host_term_action = [h.prefix == "edge" or (i * 7919 % 100) < term_share * 100
                                  for i, h in enumerate(dc.hosts)]
         self.icmp_tc_share = float(output_cfg.get("icmp_typecode_share", 0.5))
+        self._build_tables()
+
+    def _build_tables(self) -> None:
+        hosts, nvm, nr = self.hosts, len(self.vm_host), len(self.rule_tag)
+        self._nr = nr
+        vm_host = np.asarray(self.vm_host, dtype=np.int64)
+        # per host: text before the timestamp, after it, and which timestamp form it prints
+        before, after, bsd = [], [], []
+        for h in hosts:
+            st = h.prefix
+            bsd.append(st in ("syslog_bsd", "syslog_bsd_pid"))
+            before.append({"esxi8": "", "plain": "", "rfc5424": "<182>1 ",
+                           "rfc5424_underscore": "<182>1 ", "vmc": "<99>",
+                           "syslog_bsd": "<134>", "syslog_bsd_pid": "<134>"}.get(st, "<181>1 "))
+            after.append({
+                "plain": "Z ",
+                "esxi8": f"Z No(13) FIREWALL-PKTLOG[{h.pid}]: ",
+                "rfc5424": f"Z {h.name} FIREWALL-PKTLOG {h.pid} - - ",
+                "rfc5424_underscore": f"Z {h.name} FIREWALL_PKTLOG {h.pid} - - ",
+                "vmc": f"Z {h.name} FIREWALL_PKTLOG: ",
+                "syslog_bsd": f" {h.name} dfwpktlogs: ",
+                "syslog_bsd_pid": f" {h.name} dfwpktlogs[{h.pid}]: ",
+            }.get(st, f"000+00:00 {h.name} NSX {h.pid} FIREWALL {EDGE_SD} <1 {h.edge_uuid}> "))
+        self._vm_before = np.asarray(before, dtype=object)[vm_host]
+        self._vm_bsd = np.asarray(bsd, dtype=bool)[vm_host]
+        self._vm_edge = np.asarray([hosts[h].prefix == "edge" for h in self.vm_host], dtype=bool)
+        # x1[vm, kind, fam, action]: after-timestamp text, id field, family, line kind, action
+        x1 = np.empty((nvm, 2, 2, 3), dtype=object)
+        for vm in range(nvm):
+            h = self.vm_host[vm]
+            aft, idf, edge = after[h], self.vm_idf[vm], hosts[h].prefix == "edge"
+            term = " TERM PASS " if self.host_term_action[h] else " TERM "
+            for f, fam in enumerate(("INET", "INET6")):
+                for a, act in enumerate(ACTION_TEXT):
+                    kw = "reason-match" if edge else "match"
+                    x1[vm, 0, f, a] = f"{aft}{idf}{fam} {kw} {act} "
+                    x1[vm, 1, f, a] = (f"{aft}{fam} TERM {act} " if edge
+                                       else f"{aft}{idf}{fam}{term}")
+        self._x1 = x1.reshape(-1)
+        # x2[rstyle, rule(+1 for -1), dirn]: rule text and direction
+        styles = ("bare", "ruleset", "mainrs")
+        self._vm_rstyle = np.asarray([styles.index(s) for s in self.vm_rstyle], dtype=np.int64)
+        x2 = np.empty((3, nr, 2), dtype=object)
+        for s, name in enumerate(styles):
+            for r, txt in enumerate(self.rule_text[name]):
+                x2[s, r, 0] = f"{txt} IN "
+                x2[s, r, 1] = f"{txt} OUT "
+        self._x2 = x2.reshape(-1)
+        # match-line tails: TCP flags and rule tag; TERM tails start with the counters
+        tail = np.empty((len(FLAG_TEXT), nr), dtype=object)
+        for f, ft in enumerate(FLAG_TEXT):
+            for r, tag in enumerate(self.rule_tag):
+                tail[f, r] = ft + tag
+        self._match_tail = tail.reshape(-1)
+        self._tag = np.asarray(self.rule_tag, dtype=object)
+        # ports: "/p" for 0..65535, "" at 65536 (protocols without ports)
+        self._port = np.asarray([f"/{p}" for p in range(65536)] + [""], dtype=object)
+        self._src = np.asarray(self.addr, dtype=object)
+        self._dst = np.asarray(["->" + a for a in self.addr], dtype=object)
+        self._plen = np.asarray([""], dtype=object)
+        # TCP/UDP protocol text with the close reason: [udp?, close]
+        self._ptcp = np.asarray([f"{p}{c} " for p in ("TCP", "UDP") for c in CLOSE_TEXT],
+                                dtype=object)
+
+    def _plen_text(self, hi: int) -> np.ndarray:
+        """``"n "`` for packet lengths 0..hi (grown on demand); index 0 of the result is ""."""
+        if len(self._plen) < hi + 2:
+            size = max(hi + 2, 2 * len(self._plen), 2048)
+            self._plen = np.asarray([""] + [f"{p} " for p in range(size - 1)], dtype=object)
+        return self._plen
+
+    @staticmethod
+    def _time_tables(t: np.ndarray, bsd: np.ndarray):
+        """Per-line second text and millisecond text from epoch milliseconds."""
+        sec = t // 1000
+        s0 = int(sec.min())
+        span = int(sec.max()) - s0 + 1
+        base = np.arange(s0, s0 + span, dtype=np.int64)
+        iso = np.datetime_as_string(base.astype("datetime64[s]"), unit="s").tolist()
+        sec_tab = np.asarray(iso + [bsd_time(s) for s in iso], dtype=object)
+        si = (sec - s0) + np.where(bsd, span, 0)
+        mi = np.where(bsd, 1000, t - sec * 1000)
+        return sec_tab[si], MS_TEXT[mi]
 
     def lines(self, ev: dict[str, np.ndarray]) -> list[str]:
         """One line per event (``kind`` 0 = match, 1 = TERM), in the order given."""
         n = len(ev["t"])
         if n == 0:
             return []
-        iso = iso_ms(ev["t"])
-        addr = self.addr
-        v6 = self.v6[ev["src"]].tolist()
-        hosts = self.hosts
-        vm_host = self.vm_host
-        vm_idf = self.vm_idf
-        vm_rstyle = self.vm_rstyle
-        rule_text = self.rule_text
-        rule_tag = self.rule_tag
-        term_act = self.host_term_action
-        out = []
-        append = out.append
-        cols = [ev[c].tolist() for c in ("kind", "vm", "src", "dst", "proto", "sport", "dport",
-                                         "dirn", "rule", "action", "plen", "flags", "close",
-                                         "icmp_t", "icmp_c", "pkt_s", "pkt_d", "byt_s", "byt_d",
-                                         "tc")]
-        for i, (kind, vm, src, dst, proto, sport, dport, dirn, rule, action, plen, flags, close,
-                it, ic, ps, pd, bs, bd, tc) in enumerate(zip(*cols)):
-            h = vm_host[vm]
-            host = hosts[h]
-            style = host.prefix
-            edge = style == "edge"
-            fam = "INET6" if v6[i] else "INET"
-            if proto == 6 or proto == 17:
-                ptxt = "TCP" if proto == 6 else "UDP"
-                ep = f"{addr[src]}/{sport}->{addr[dst]}/{dport}"
-            elif proto == 1:
-                ptxt = f"ICMP {it} {ic}" if (kind or tc) else "ICMP"
-                ep = f"{addr[src]}->{addr[dst]}"
-            else:
-                ptxt = f"PROTO {proto}"
-                ep = f"{addr[src]}->{addr[dst]}"
-            rtxt = rule_text[vm_rstyle[vm]][rule]
-            d = "OUT" if dirn else "IN"
-            idf = vm_idf[vm]
-            if kind == 0:
-                body = (f"{idf}{fam} {'reason-match' if edge else 'match'} {ACTION_TEXT[action]} "
-                        f"{rtxt} {d} {plen} {ptxt} {ep}{FLAG_TEXT[flags]}{rule_tag[rule]}")
-            elif edge:
-                body = f"{fam} TERM {ACTION_TEXT[action]} {rtxt} {d} {ptxt} {ep}"
-            else:
-                if dirn:
-                    a, b, c, e = pd, ps, bd, bs
-                else:
-                    a, b, c, e = ps, pd, bs, bd
-                term = " TERM PASS" if term_act[h] else " TERM"
-                body = (f"{idf}{fam}{term} {rtxt} {d} {ptxt}{CLOSE_TEXT[close]} {ep} "
-                        f"{a}/{b} {c}/{e}{rule_tag[rule]}")
-            ts = iso[i]
-            if style == "plain":
-                append(f"{ts}Z {body}")
-            elif style == "esxi8":
-                append(f"{ts}Z No(13) FIREWALL-PKTLOG[{host.pid}]: {body}")
-            elif style == "rfc5424":
-                append(f"<182>1 {ts}Z {host.name} FIREWALL-PKTLOG {host.pid} - - {body}")
-            elif style == "rfc5424_underscore":
-                append(f"<182>1 {ts}Z {host.name} FIREWALL_PKTLOG {host.pid} - - {body}")
-            elif style == "vmc":
-                append(f"<99>{ts}Z {host.name} FIREWALL_PKTLOG: {body}")
-            elif style == "syslog_bsd":
-                append(f"<134>{bsd_time(ts)} {host.name} dfwpktlogs: {body}")
-            elif style == "syslog_bsd_pid":
-                append(f"<134>{bsd_time(ts)} {host.name} dfwpktlogs[{host.pid}]: {body}")
-            else:  # edge
-                append(f"<181>1 {ts}000+00:00 {host.name} NSX {host.pid} FIREWALL {EDGE_SD} "
-                       f"<1 {host.edge_uuid}> {body}")
-        return out
+        nr = self._nr
+        vm = ev["vm"]
+        kind = ev["kind"]
+        proto = ev["proto"]
+        dirn = ev["dirn"]
+        rule = ev["rule"]
+        rule = np.where(rule < 0, rule + nr, rule)
+        term = kind == 1
+        fam = self.v6[ev["src"]].astype(np.int64)
+        bsd = self._vm_bsd[vm]
+        secs, msec = self._time_tables(ev["t"], bsd)
+        x1 = self._x1[((vm * 2 + kind) * 2 + fam) * 3 + ev["action"]]
+        x2 = self._x2[(self._vm_rstyle[vm] * nr + rule) * 2 + dirn]
+        plen = ev["plen"]
+        ptab = self._plen_text(int(plen.max()) if n else 0)
+        pl = ptab[np.where(term, 0, plen + 1)]
+        # protocol text: TCP/UDP from a table, the rest (ICMP, PROTO n) line by line
+        tcpudp = (proto == 6) | (proto == 17)
+        edge_term = term & self._vm_edge[vm]
+        close = np.where(term & ~edge_term, ev["close"], 0)
+        pt = self._ptcp[np.where(proto == 17, 4, 0) + close]
+        other = np.flatnonzero(~tcpudp)
+        if len(other):
+            show = (kind[other] | ev["tc"][other]).tolist()
+            pt[other] = [
+                (f"ICMP {it} {ic} " if sh else "ICMP ") if p == 1 else f"PROTO {p} "
+                for p, it, ic, sh in zip(proto[other].tolist(), ev["icmp_t"][other].tolist(),
+                                         ev["icmp_c"][other].tolist(), show, strict=True)]
+        sp = self._port[np.where(tcpudp, ev["sport"], 65536)]
+        dp = self._port[np.where(tcpudp, ev["dport"], 65536)]
+        src = self._src[ev["src"]]
+        dst = self._dst[ev["dst"]]
+        # tails: flags and tag (match), counters and tag (TERM), nothing (edge TERM)
+        tail = self._match_tail[np.where(term, 0, ev["flags"]) * nr + rule]
+        tidx = np.flatnonzero(term & ~edge_term)
+        if len(tidx):
+            out_ = dirn[tidx] == 1
+            ps, pd_ = ev["pkt_s"][tidx], ev["pkt_d"][tidx]
+            bs, bd = ev["byt_s"][tidx], ev["byt_d"][tidx]
+            tail[tidx] = [f" {a}/{b} {c}/{e}{g}" for a, b, c, e, g in zip(
+                np.where(out_, pd_, ps).tolist(), np.where(out_, ps, pd_).tolist(),
+                np.where(out_, bd, bs).tolist(), np.where(out_, bs, bd).tolist(),
+                self._tag[rule[tidx]].tolist(), strict=True)]
+        if len(eidx := np.flatnonzero(edge_term)):
+            tail[eidx] = ""
+        before = self._vm_before[vm]
+        return [f"{a}{b}{c}{d}{e}{f}{g}{h}{i}{j}{k}{m}" for a, b, c, d, e, f, g, h, i, j, k, m in
+                zip(before.tolist(), secs.tolist(), msec.tolist(), x1.tolist(), x2.tolist(),
+                    pl.tolist(), pt.tolist(), src.tolist(), sp.tolist(), dst.tolist(),
+                    dp.tolist(), tail.tolist(), strict=True)]
 
     def host_names(self, ev: dict[str, np.ndarray]) -> list[str]:
         names = [h.name for h in self.hosts]
@@ -179,7 +252,7 @@ def flow_records(fl: dict[str, np.ndarray], addr: list[str]) -> tuple[list[str],
     nf, pm = [], []
     cols = [fl[c].tolist() for c in ("src", "dst", "sport", "dport", "proto", "pkts", "byts",
                                      "dur", "tflags", "router")]
-    for i, (src, dst, sp, dp, pr, pk, by, du, tf, rt) in enumerate(zip(*cols)):
+    for i, (src, dst, sp, dp, pr, pk, by, du, tf, rt) in enumerate(zip(*cols, strict=True)):
         sp_ = max(sp, 0)
         dp_ = max(dp, 0)
         flg = tcp_flag_text(tf) if pr == 6 else "......"

@@ -308,7 +308,7 @@ class Simulation:
     def _account(self, s, rule, action, dirn, vm, flip) -> None:
         valid = rule >= 0
         self._hits += np.bincount(rule[valid], minlength=len(self._hits))
-        for a, cnt in zip(*np.unique(action, return_counts=True)):
+        for a, cnt in zip(*np.unique(action, return_counts=True), strict=True):
             self._act_hits[ACTIONS[int(a)]] += int(cnt)
         self._counts["sessions"] += len(rule)
         self._counts["noise_flipped"] += int(flip.sum())
@@ -323,7 +323,7 @@ class Simulation:
             used["sources"].update(np.unique(s["src"][m]).tolist())
             used["destinations"].update(np.unique(s["dst"][m]).tolist())
         inc = s["inc"]
-        for i, cnt in zip(*np.unique(inc[inc >= 0], return_counts=True)):
+        for i, cnt in zip(*np.unique(inc[inc >= 0], return_counts=True), strict=True):
             self._inc_sessions[int(i)] += int(cnt)
         self._hosts_seen.update(np.unique(np.asarray([self.dc.vms[v].host for v in
                                                       np.unique(vm).tolist()])).tolist())
@@ -336,7 +336,7 @@ class Simulation:
         self._counts["flow_bytes"] += int(fl["byts"].sum())
         self._counts["flow_packets"] += int(fl["pkts"].sum())
         inc = ev["inc"]
-        for i, cnt in zip(*np.unique(inc[inc >= 0], return_counts=True)):
+        for i, cnt in zip(*np.unique(inc[inc >= 0], return_counts=True), strict=True):
             self._inc_lines[int(i)] += int(cnt)
         # per-destination aggregates (seed 004): flows, packets, bytes, first, last
         if len(fl["t"]):
@@ -360,7 +360,7 @@ class Simulation:
     def _build_truth(self) -> dict:
         at = self.dc.addresses
         rules = self.ruleset.rules
-        hits = {r.id: int(h) for r, h in zip(rules, self._hits)}
+        hits = {r.id: int(h) for r, h in zip(rules, self._hits, strict=True)}
         from ml.simulate.rules import covers, services_cover
 
         shadowed, never = {}, []
@@ -421,7 +421,7 @@ class Simulation:
             "datacenter": {
                 "orgs": [{"name": o, "cidr": c, "offices": self.dc.offices[k],
                           "partners": self.dc.partners[k]}
-                         for k, (o, c) in enumerate(zip(self.dc.orgs, self.dc.org_cidrs))],
+                         for k, (o, c) in enumerate(zip(self.dc.orgs, self.dc.org_cidrs, strict=True))],
                 "hosts": [{"name": h.name, "format": h.prefix} for h in self.dc.hosts],
                 "vms": [{"name": v.name, "ip": at.text[v.addr], "org": self.dc.orgs[v.org],
                          "kind": v.kind, "host": self.dc.hosts[v.host].name, "vif": v.vif}
@@ -494,7 +494,7 @@ class Simulation:
                     (out / "nsx" / "hosts").mkdir(exist_ok=True)
                     names = self.renderer.host_names(ev)
                     by: dict[str, list[str]] = {}
-                    for name, line in zip(names, lines):
+                    for name, line in zip(names, lines, strict=True):
                         by.setdefault(name, []).append(line)
                     for name, ls in by.items():
                         if name not in host_files:
@@ -523,7 +523,7 @@ class Simulation:
 
 
 def ip_in(addr: str, cidr: str) -> bool:
-    return ipaddress.ip_address(addr) in ipaddress.ip_network(cidr, strict=False)
+    return ipaddress.ip_address(addr) in ipaddress.ip_network(cidr, strict=True)
 
 
 __all__ = ["Simulation", "parse_time", "SERVICES", "SERVICE_NAMES"]
