@@ -301,7 +301,12 @@ class Simulation:
             for i, r in enumerate(self.ruleset.rules) if r.broad}
         self._inc_sessions = Counter()
         self._inc_lines = Counter()
-        self._dst_stats: dict[int, list] = {}
+        na = len(self.dc.addresses.text)
+        self._dst_flows = np.zeros(na, dtype=np.int64)
+        self._dst_pkts = np.zeros(na, dtype=np.int64)
+        self._dst_bytes = np.zeros(na, dtype=np.int64)
+        self._dst_first = np.full(na, np.iinfo(np.int64).max, dtype=np.int64)
+        self._dst_last = np.full(na, np.iinfo(np.int64).min, dtype=np.int64)
         self._counts = Counter()
         self._hosts_seen: set[int] = set()
 
@@ -341,18 +346,13 @@ class Simulation:
         # per-destination aggregates (seed 004): flows, packets, bytes, first, last
         if len(fl["t"]):
             d = fl["dst"]
-            for key, vals in (("flows", np.ones_like(d)), ("packets", fl["pkts"]),
-                              ("bytes", fl["byts"])):
-                tot = np.bincount(d, weights=vals)
-                for a in np.flatnonzero(tot):
-                    st = self._dst_stats.setdefault(int(a), [0, 0, 0, None, None])
-                    st[("flows", "packets", "bytes").index(key)] += int(tot[a])
-            for a in np.unique(d).tolist():
-                m = d == a
-                st = self._dst_stats[a]
-                first, last = int(fl["t"][m].min()), int(fl["tend"][m].max())
-                st[3] = first if st[3] is None else min(st[3], first)
-                st[4] = last if st[4] is None else max(st[4], last)
+            na = len(self._dst_flows)
+            self._dst_flows += np.bincount(d, minlength=na)
+            # float sums as before: exact for per-chunk totals below 2**53
+            self._dst_pkts += np.bincount(d, weights=fl["pkts"], minlength=na).astype(np.int64)
+            self._dst_bytes += np.bincount(d, weights=fl["byts"], minlength=na).astype(np.int64)
+            np.minimum.at(self._dst_first, d, fl["t"])
+            np.maximum.at(self._dst_last, d, fl["tend"])
 
     def _finish_truth(self) -> None:
         self._truth = self._build_truth()
@@ -451,9 +451,12 @@ class Simulation:
             elif inc.kind == "syn_flood":
                 label[inc.dst[0]] = "incoming_flood"
         out = []
-        for a, (flows, pkts, byts, first, last) in sorted(self._dst_stats.items()):
+        for a in np.flatnonzero(self._dst_flows).tolist():
             if a not in label:
                 continue
+            flows, pkts, byts = (int(self._dst_flows[a]), int(self._dst_pkts[a]),
+                                 int(self._dst_bytes[a]))
+            first, last = int(self._dst_first[a]), int(self._dst_last[a])
             dur = max(0.001, (last - first) / 1000)
             out.append({"dst_ip": at.text[a], "class": label[a], "flows": flows,
                         "packets": pkts, "bytes": byts, "duration": round(dur, 3),
