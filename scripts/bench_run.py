@@ -60,8 +60,9 @@ def synthetic(n: int, start_ms: int, sources: int, services: int, seed: int,
         s_idx = np.arange(n)
         d_idx = np.arange(n)
     else:
-        s_idx = rng.zipf(1.6, n) % sources
-        d_idx = rng.zipf(1.4, n) % services
+        # every entity of the fixed set occurs in every window, the rest is skewed
+        s_idx = np.concatenate([np.arange(sources), rng.zipf(1.6, n) % sources])[:n]
+        d_idx = np.concatenate([np.arange(services), rng.zipf(1.4, n) % services])[:n]
     denied = rng.random(n) < 0.05
     rules = rng.integers(0, 50, n)
     hosts = rng.integers(0, 12, n)
@@ -232,8 +233,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default=os.environ.get("FWSIEM_URL", "http://127.0.0.1:9251"))
     ap.add_argument("--sizes", default="10000,100000,1000000")
-    ap.add_argument("--sources", type=int, default=2000)
-    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--sources", type=int, default=1000)
+    ap.add_argument("--services", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--backfill-hours", type=float, default=3.0)
     ap.add_argument("--entities", type=int, default=100_000)
