@@ -68,7 +68,8 @@ def command(app, workdir, scenario, hours, seed, port, as_json):
 
     def train():
         invoke([*root, "train", "action", "--since", truth["start"], "--until", truth["end"], "--force"])
-        invoke([*root, "train", "traffic", "--since", truth["start"], "--until", truth["end"], "--force"])
+        invoke([*root, "train", "traffic", "--since", truth["start"], "--until", truth["end"],
+                "--labels", str(sim / "truth.json"), "--force"])
 
     steps.run("train the action predictor and the traffic classifier", train)
     steps.run("backfill online anomaly detection over the day",
