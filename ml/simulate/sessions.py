@@ -161,6 +161,15 @@ class Edge:
                    diurnal=bool(spec.get("diurnal", True)), log_at=log_at,
                    dst_org=addr_org[dst])
 
+    def _by_org(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Destinations grouped by organisation: sorted keys, group starts, sizes, members."""
+        if getattr(self, "_org_groups", None) is None:
+            keys, count = np.unique(self.dst_org, return_counts=True)
+            flat = self.dst[np.argsort(self.dst_org, kind="stable")].astype(np.int64)
+            start = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+            self._org_groups = (keys, start, count.astype(np.int64), flat)
+        return self._org_groups
+
     def sample(self, rng: np.random.Generator, t0: int, t1: int, mult: float,
                addr_org: np.ndarray) -> dict[str, np.ndarray]:
         hours = (t1 - t0) / 3_600_000
@@ -169,15 +178,17 @@ class Edge:
         t = rng.integers(t0, t1, n)
         src = self.src[np.minimum(np.searchsorted(self.src_cdf, rng.random(n)), len(self.src) - 1)]
         if self.same_org:
-            dst = np.full(n, -1, dtype=np.int64)
+            # a uniform destination of the source's organisation (none: the session is dropped)
+            keys, start, count, flat = self._by_org()
             org = addr_org[src]
             u = rng.random(n)
-            for o in np.unique(org):
-                cand = self.dst[self.dst_org == o]
-                sel = org == o
-                if len(cand):
-                    dst[sel] = cand[np.minimum((u[sel] * len(cand)).astype(np.int64),
-                                               len(cand) - 1)]
+            if len(keys):
+                pos = np.minimum(np.searchsorted(keys, org), len(keys) - 1)
+                cnt = np.where(keys[pos] == org, count[pos], 0)
+                k = np.maximum(np.minimum((u * cnt).astype(np.int64), cnt - 1), 0)
+                dst = np.where(cnt > 0, flat[start[pos] + k], -1)
+            else:
+                dst = np.full(n, -1, dtype=np.int64)
             keep = dst >= 0
             t, src, dst = t[keep], src[keep], dst[keep]
         else:
