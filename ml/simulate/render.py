@@ -140,16 +140,19 @@ class NsxRenderer:
         self._port = np.asarray([f"/{p}" for p in range(65536)] + [""], dtype=object)
         self._src = np.asarray(self.addr, dtype=object)
         self._dst = np.asarray(["->" + a for a in self.addr], dtype=object)
-        self._plen = np.asarray([""], dtype=object)
         # TCP/UDP protocol text with the close reason: [udp?, close]
         self._ptcp = np.asarray([f"{p}{c} " for p in ("TCP", "UDP") for c in CLOSE_TEXT],
                                 dtype=object)
+        self._plen = np.asarray([], dtype=object)
 
-    def _plen_text(self, hi: int) -> np.ndarray:
-        """``"n "`` for packet lengths 0..hi (grown on demand); index 0 of the result is ""."""
-        if len(self._plen) < hi + 2:
-            size = max(hi + 2, 2 * len(self._plen), 2048)
-            self._plen = np.asarray([""] + [f"{p} " for p in range(size - 1)], dtype=object)
+    def _plen_proto_text(self, hi: int) -> np.ndarray:
+        """``"n TCP FIN "``-style text, ``[(plen + 1) * 8 + k]`` for packet lengths 0..hi (grown
+        on demand) and ``k`` = 4 * UDP + close reason; rows ``0..7`` have no packet length."""
+        if len(self._plen) < (hi + 2) * 8:
+            size = max(hi + 2, 2 * len(self._plen) // 8, 2048)
+            lens = [""] + [f"{p} " for p in range(size - 1)]
+            pt = self._ptcp.tolist()
+            self._plen = np.asarray([a + b for a in lens for b in pt], dtype=object)
         return self._plen
 
     @staticmethod
@@ -160,7 +163,10 @@ class NsxRenderer:
         span = int(sec.max()) - s0 + 1
         base = np.arange(s0, s0 + span, dtype=np.int64)
         iso = np.datetime_as_string(base.astype("datetime64[s]"), unit="s").tolist()
-        sec_tab = np.asarray(iso + [bsd_time(s) for s in iso], dtype=object)
+        if bsd.any():
+            day = {d: bsd_time(d + "T")[:7] for d in {s[:10] for s in iso}}
+            iso = iso + [day[s[:10]] + s[11:] for s in iso]
+        sec_tab = np.asarray(iso, dtype=object)
         si = (sec - s0) + np.where(bsd, span, 0)
         mi = np.where(bsd, 1000, t - sec * 1000)
         return sec_tab[si], MS_TEXT[mi]
@@ -184,20 +190,23 @@ class NsxRenderer:
         x1 = self._x1[((vm * 2 + kind) * 2 + fam) * 3 + ev["action"]]
         x2 = self._x2[(self._vm_rstyle[vm] * nr + rule) * 2 + dirn]
         plen = ev["plen"]
-        ptab = self._plen_text(int(plen.max()) if n else 0)
-        pl = ptab[np.where(term, 0, plen + 1)]
-        # protocol text: TCP/UDP from a table, the rest (ICMP, PROTO n) line by line
+        # packet length (match lines) and protocol text: TCP/UDP from a table, the rest
+        # (ICMP, PROTO n) line by line
         tcpudp = (proto == 6) | (proto == 17)
         edge_term = term & self._vm_edge[vm]
         close = np.where(term & ~edge_term, ev["close"], 0)
-        pt = self._ptcp[np.where(proto == 17, 4, 0) + close]
+        lrow = np.where(term, 0, plen + 1)
+        ptab = self._plen_proto_text(int(plen.max()))
+        pt = ptab[lrow * 8 + np.where(proto == 17, 4, 0) + close]
         other = np.flatnonzero(~tcpudp)
         if len(other):
             show = (kind[other] | ev["tc"][other]).tolist()
+            lens = ptab[lrow[other] * 8 + 4].tolist()   # "n UDP ": the length part is [:-4]
             pt[other] = [
-                (f"ICMP {it} {ic} " if sh else "ICMP ") if p == 1 else f"PROTO {p} "
-                for p, it, ic, sh in zip(proto[other].tolist(), ev["icmp_t"][other].tolist(),
-                                         ev["icmp_c"][other].tolist(), show, strict=True)]
+                ln[:-4] + ((f"ICMP {it} {ic} " if sh else "ICMP ") if p == 1 else f"PROTO {p} ")
+                for ln, p, it, ic, sh in zip(lens, proto[other].tolist(),
+                                             ev["icmp_t"][other].tolist(),
+                                             ev["icmp_c"][other].tolist(), show, strict=True)]
         sp = self._port[np.where(tcpudp, ev["sport"], 65536)]
         dp = self._port[np.where(tcpudp, ev["dport"], 65536)]
         src = self._src[ev["src"]]
@@ -216,9 +225,9 @@ class NsxRenderer:
         if len(eidx := np.flatnonzero(edge_term)):
             tail[eidx] = ""
         before = self._vm_before[vm]
-        return [f"{a}{b}{c}{d}{e}{f}{g}{h}{i}{j}{k}{m}" for a, b, c, d, e, f, g, h, i, j, k, m in
+        return [f"{a}{b}{c}{d}{e}{g}{h}{i}{j}{k}{m}" for a, b, c, d, e, g, h, i, j, k, m in
                 zip(before.tolist(), secs.tolist(), msec.tolist(), x1.tolist(), x2.tolist(),
-                    pl.tolist(), pt.tolist(), src.tolist(), sp.tolist(), dst.tolist(),
+                    pt.tolist(), src.tolist(), sp.tolist(), dst.tolist(),
                     dp.tolist(), tail.tolist(), strict=True)]
 
     def host_names(self, ev: dict[str, np.ndarray]) -> list[str]:
