@@ -71,6 +71,18 @@ def invoke(args: list[str]) -> None:
         raise FwsiemError(f"`fwsiem {' '.join(args)}` exited with {code}")
 
 
+def invoke_parallel(commands: list[list[str]]) -> None:
+    """Run fwsiem commands as concurrent processes (e.g. one ingest per file, so the engine's
+    ingest pipelines run on every core); each prints its own summary."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-m", "plugin", *args]) for args in commands]
+    failed = [" ".join(args) for args, p in zip(commands, procs, strict=True) if p.wait() != 0]
+    if failed:
+        raise FwsiemError(f"these commands failed: {'; '.join(failed)}")
+
+
 def reachable_store(config: Config) -> Store | None:
     try:
         return Store.connect(config.engine)

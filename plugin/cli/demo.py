@@ -9,7 +9,15 @@ import click
 
 from plugin.cli import pass_app
 from plugin.config import parse_duration
-from plugin.demo import DemoPlan, StepLog, invoke, print_summary, reachable_store, summarize
+from plugin.demo import (
+    DemoPlan,
+    StepLog,
+    invoke,
+    invoke_parallel,
+    print_summary,
+    reachable_store,
+    summarize,
+)
 from plugin.engine import LocalEngine
 
 
@@ -62,8 +70,8 @@ def command(app, workdir, scenario, hours, seed, port, as_json):
                               "--seed", str(seed), "--out", str(sim)]))
     truth = json.loads((sim / "truth.json").read_text())
     steps.run("ingest the NSX DFW log and the nfdump flows through the pipelines",
-              lambda: invoke([*root, "ingest", "--no-progress", str(sim / "nsx"),
-                              str(sim / "flows" / "nfdump.csv")]))
+              lambda: invoke_parallel([[*root, "ingest", "--no-progress", str(sim / "nsx")],
+                                       [*root, "ingest", "--no-progress", str(sim / "flows" / "nfdump.csv")]]))
     steps.run("import the DFW rule set", lambda: invoke([*root, "rules", "import", str(sim / "rules.yaml")]))
 
     def train():
