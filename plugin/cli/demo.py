@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -69,6 +70,11 @@ def command(app, workdir, scenario, hours, seed, port, as_json):
               lambda: invoke([*root, "simulate", "--scenario", scenario, "--hours", str(hours),
                               "--seed", str(seed), "--out", str(sim)]))
     truth = json.loads((sim / "truth.json").read_text())
+    # The simulated tenants' address space is the "internal" side for the allow-list recommender
+    # (seed 000's data uses public-looking 192.x.0.0/16 tenants).
+    orgs = [o["cidr"] for o in truth.get("datacenter", {}).get("orgs", []) if o.get("cidr")]
+    if orgs and "FWSIEM_RECOMMEND_INTERNAL_NETWORKS" not in os.environ:
+        os.environ["FWSIEM_RECOMMEND_INTERNAL_NETWORKS"] = json.dumps(orgs)
     steps.run("ingest the NSX DFW log and the nfdump flows through the pipelines",
               lambda: invoke_parallel([[*root, "ingest", "--no-progress", str(sim / "nsx")],
                                        [*root, "ingest", "--no-progress", str(sim / "flows" / "nfdump.csv")]]))
