@@ -33,29 +33,14 @@ DEFAULT_TOLERANCE = 0.01
 DEFAULT_CHUNK_BYTES = 512 * 1024
 
 #: Mapping of the models index. Parameters and reports stay in ``_source`` only.
-MODELS_MAPPING = {
-    "dynamic": False,
-    "properties": {
-        "@timestamp": {"type": "date"},
-        "doc_type": {"type": "keyword"},
-        "model": {"properties": {
-            "name": {"type": "keyword"}, "version": {"type": "long"},
-            "status": {"type": "keyword"}, "estimator": {"type": "keyword"},
-            "created": {"type": "date"}, "promoted_at": {"type": "date"},
-            "retired_at": {"type": "date"}, "previous": {"type": "long"},
-        }},
-        "data": {"properties": {
-            "index": {"type": "keyword"}, "since": {"type": "date"}, "until": {"type": "date"},
-            "n_rows": {"type": "long"}, "n_events": {"type": "long"},
-        }},
-        "holdout": {"properties": {"metric": {"type": "keyword"}, "value": {"type": "double"}}},
-        "artifact": {"properties": {
-            "sha256": {"type": "keyword"}, "size": {"type": "long"},
-            "chunks": {"type": "integer"}, "format": {"type": "keyword"},
-        }},
-        "chunk": {"properties": {"index": {"type": "integer"}, "data": {"type": "binary"}}},
-    },
-}
+def _models_mapping() -> dict:
+    """The registry's mapping: the one in the shipped index template."""
+    from plugin.setup import asset_dir
+
+    return json.loads((asset_dir("templates") / "fwsiem-models.json").read_text())["template"]["mappings"]
+
+
+MODELS_MAPPING = _models_mapping()
 
 
 class PromotionRefused(FwsiemError):
