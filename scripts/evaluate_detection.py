@@ -313,6 +313,8 @@ def main() -> None:
     ap.add_argument("--reads", type=Path, help="Cache of the window aggregations: written, or read instead of the engine when present")
     ap.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
                     help="Score each river detector per entity type on the same windows")
+    ap.add_argument("--compare-kinds", default=",".join(KINDS),
+                    help="River detectors to compare per entity type")
     ap.add_argument("--write", action="store_true", help="Update EVALUATION.md")
     ap.add_argument("--keep", action="store_true", help="Keep the events data stream")
     args = ap.parse_args()
@@ -383,7 +385,7 @@ def main() -> None:
         compare_lines = ["| entity type | detector | incidents found (2 windows) | medium+ docs "
                          "| precision |", "|---|---|---|---|---|"]
         for etype in settings.entity_types:
-            for kind in KINDS:
+            for kind in args.compare_kinds.split(","):
                 r = score(replay(reads, settings, etype, kind), incs, eval_from,
                           eval_to, W)
                 chosen = " (chosen)" if kind == settings.detector_for(etype) else ""
@@ -393,7 +395,10 @@ def main() -> None:
                 print(compare_lines[-1])
 
     cmd = "python scripts/evaluate_detection.py --url " + args.url + (
-        f" --seed {args.seed}" if args.seed != 11 else "") + " --write"
+        f" --seed {args.seed}" if args.seed != 11 else "") + (
+        f" --reads {args.reads}" if args.reads else "") + (
+        f" --compare-kinds {args.compare_kinds}" if args.compare_kinds != ",".join(KINDS)
+        else "") + " --write"
     text = [
         f"Command: `{cmd}` ({store.flavor} {store.version}, one node; "
         f"date: {dt.date.today().isoformat()}; total run {time.perf_counter() - t_all:.0f} s).",
