@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -16,9 +15,6 @@ from plugin.errors import EngineUnavailable, FwsiemError
 from plugin.store import Store
 
 log = logging.getLogger(__name__)
-
-SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
-
 
 @dataclass
 class DemoPlan:
@@ -90,61 +86,38 @@ def reachable_store(config: Config) -> Store | None:
         return None
 
 
-def incident_matches(incident: dict, anomaly: dict, window_s: float, slack_windows: int = 2) -> bool:
-    """Whether an anomaly document points at an incident: entity overlap, and a window that starts
-    no earlier than one window before the incident and no later than ``slack_windows`` after it ends.
-
-    >>> inc = {"start": "2020-12-05T10:00:00Z", "end": "2020-12-05T10:10:00Z",
-    ...        "entities": {"src_ips": ["1.2.3.4"], "dst_ips": ["10.0.0.5"], "hosts": []}}
-    >>> an = {"entity": {"type": "service", "value": "10.0.0.5:22"},
-    ...       "window": {"start": "2020-12-05T10:01:00Z"}}
-    >>> incident_matches(inc, an, 60)
-    True
-    >>> incident_matches(inc, {**an, "window": {"start": "2020-12-05T11:00:00Z"}}, 60)
-    False
-    """
-    ents = incident.get("entities", {})
-    values = {str(v) for key in ("src_ips", "dst_ips", "hosts") for v in ents.get(key, [])}
-    value = str(anomaly.get("entity", {}).get("value", ""))
-    candidates = {value, value.rsplit(":", 1)[0]} if ":" in value and value.count(":") == 1 else {value}
-    if not candidates & values:
-        return False
-    start = _ts(incident["start"]) - window_s
-    end = _ts(incident["end"]) + slack_windows * window_s
-    win = anomaly.get("window", {}).get("start") or anomaly.get("@timestamp")
-    return win is not None and start <= _ts(win) <= end
-
-
-def _ts(value) -> float:
-    if isinstance(value, (int, float)):
-        return float(value) / (1000 if value > 1e11 else 1)
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-
-
 def summarize(store: Store, config: Config, truth: dict, window_s: float) -> dict:
-    """Incidents detected (by a medium-or-higher anomaly) and the top recommendations."""
+    """Incidents detected (the evaluation's own criteria, ml.scoring) and the top recommendations."""
+    from ml.scoring import MEDIUM_UP, epoch_ms, hit_windows, incidents, score
+
+    window_ms = int(window_s * 1000)
     anomalies = [h["_source"] for h in store.scan(config.index("anomalies"), size=1000)]
-    serious = [a for a in anomalies if SEVERITY_RANK.get(a.get("severity", ""), 0) >= 2]
+    serious = [dict(a) for a in anomalies if a.get("severity") in MEDIUM_UP]
+    for a in serious:
+        a["_ws"] = epoch_ms(a["window"]["start"])
+    incs = incidents(truth, {})
+    result = score([dict(a) for a in anomalies], incs, epoch_ms(truth["start"]),
+                   epoch_ms(truth["end"]) + window_ms, window_ms)
     rows = []
-    for inc in truth.get("incidents", []):
-        hits = [a for a in serious if incident_matches(inc, a, window_s)]
-        first = min((_ts(a["window"]["start"]) for a in hits if a.get("window")), default=None)
+    for inc, raw in zip(incs, truth.get("incidents", []), strict=True):
+        hits = hit_windows(serious, inc, window_ms)
+        first = min(hits, default=None)
+        top = max((a for a in serious if a["_ws"] in hits), key=lambda a: a.get("score", 0), default=None)
         rows.append({
-            "id": inc.get("id"), "kind": inc["kind"], "start": inc["start"],
-            "detected": bool(hits),
-            "delay_windows": None if first is None else max(0.0, (first - _ts(inc["start"])) / window_s),
-            "anomalies": len(hits),
-            "top": max(hits, key=lambda a: a.get("score", 0)).get("entity", {}).get("value") if hits else None,
+            "id": inc["id"], "kind": inc["kind"], "start": raw["start"], "detected": bool(hits),
+            "delay_windows": None if first is None else max(0, (first - inc["start"]) // window_ms),
+            "anomalies": len(hits), "top": top["entity"]["value"] if top else None,
         })
     recs = store.search(config.index("recommendations"), {
         "size": 8, "sort": [{"severity_score": {"order": "desc", "unmapped_type": "long"}},
                             {"confidence": {"order": "desc", "unmapped_type": "double"}}]})
     return {
         "incidents": rows,
+        "recall_2w": result["recall_2w"], "recall_any": result["recall_any"],
+        "precision": result["precision"],
         "anomalies": len(anomalies),
-        "serious_anomalies": len(serious),
-        "false_serious": sum(1 for a in serious
-                             if not any(incident_matches(i, a, window_s) for i in truth.get("incidents", []))),
+        "serious_anomalies": result["docs"],
+        "false_serious": result["docs"] - result["true_docs"],
         "recommendations": [h["_source"] for h in recs["hits"]["hits"]],
         "recommendation_count": recs["hits"]["total"]["value"],
     }
@@ -162,6 +135,8 @@ def print_summary(summary: dict, plan: DemoPlan, url: str, timings: list[tuple[s
     click.echo(f"Anomaly documents: {summary['anomalies']} "
                f"({summary['serious_anomalies']} medium or higher, {summary['false_serious']} of them "
                "outside any incident)")
+    click.echo(f"Recall within 2 windows {summary['recall_2w']:.2f}, at any time {summary['recall_any']:.2f}; "
+               f"precision of medium+ anomalies {summary['precision']:.2f} (EVALUATION.md has the full table)")
     click.secho(f"\nRecommendations: {summary['recommendation_count']}; the top ones:", bold=True)
     for r in summary["recommendations"]:
         target = r.get("target", {})

@@ -40,6 +40,7 @@ import pandas as pd
 
 from ml import features as F
 from ml.detectors import WindowDetector
+from ml.scoring import epoch_ms, incidents, score
 from plugin.anomalies import anomaly_actions, anomaly_document
 from plugin.config import load_config
 from plugin.setup import run_setup
@@ -48,7 +49,6 @@ from plugin.windows import AE_DETECTOR, RunSettings, WindowRunner, window_bounds
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY_MS = 86_400_000
-MEDIUM_UP = ("medium", "high", "critical")
 KINDS = ("hst", "loda", "baseline")
 
 
@@ -150,99 +150,6 @@ def simulate_and_index(store: Store, index: str, args) -> tuple[dict, dict]:
 
 # -- truth --------------------------------------------------------------------------------------
 
-def _ms(text) -> int:
-    if isinstance(text, pd.Timestamp):
-        return int(text.value // 1_000_000)
-    return int(dt.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp() * 1000)
-
-
-def _as_list(v) -> list:
-    if isinstance(v, (list, tuple)):
-        return list(v)
-    return [] if v is None else [v]
-
-
-def incidents(truth: dict, extra: dict) -> list[dict]:
-    """Truth incidents with their entity sets and the time span their events cover."""
-    out = []
-    for i in truth["incidents"]:
-        ent = i["entities"]
-        ips = {str(x) for x in _as_list(ent.get("src_ips")) + _as_list(ent.get("dst_ips"))}
-        ports = [int(p) for p in _as_list(ent.get("dst_ports"))]
-        if i["kind"] == "port_scan_vertical" and len(ports) == 2:
-            ports = list(range(ports[0], ports[1] + 1))
-        e = extra.get(str(i["id"]), extra.get(i["id"], {})) if "id" in i else {}
-        start, end = _ms(i["start"]), _ms(i["end"])
-        if e.get("last") is not None:
-            end = max(end, _ms(e["last"]))
-        out.append({"id": i.get("id"), "kind": i["kind"], "start": start, "end": end,
-                    "ips": ips, "ports": set(ports),
-                    "hosts": set(_as_list(ent.get("hosts"))) | set(e.get("hosts", ())),
-                    "rules": set(e.get("rules", ()))})
-    return out
-
-
-def overlaps(doc: dict, inc: dict) -> bool:
-    """Whether an anomaly document's entity is one of the incident's entities."""
-    etype, value = doc["entity"]["type"], str(doc["entity"]["value"])
-    if etype == "source":
-        return value in inc["ips"]
-    if etype == "service":
-        return value.rsplit(":", 1)[0] in inc["ips"]
-    if etype == "rule":
-        return value in inc["rules"]
-    if etype == "host":
-        return value in inc["hosts"]
-    if etype == "ports":
-        ports = {int(c["feature"].rsplit(":", 1)[1]) for c in doc.get("contributions", [])}
-        return bool(ports & inc["ports"])
-    return False
-
-
-def score(docs: list[dict], incs: list[dict], eval_from: int, eval_to: int,
-          window_ms: int) -> dict:
-    """Per-kind detection within 2 windows, recall and precision over the evaluation day."""
-    docs = [d for d in docs if d["severity"] in MEDIUM_UP]
-    for d in docs:
-        d["_ws"] = _ms(d["window"]["start"])
-    day = [d for d in docs if eval_from <= d["_ws"] < eval_to]
-    scored = [i for i in incs if eval_from <= i["start"] < eval_to]
-    per_kind: dict = defaultdict(lambda: {"n": 0, "early": 0, "any": 0, "delays": []})
-    for inc in scored:
-        k = per_kind[inc["kind"]]
-        k["n"] += 1
-        hits = [d["_ws"] for d in docs if overlaps(d, inc)
-                and d["_ws"] + window_ms > inc["start"] and d["_ws"] <= inc["end"]]
-        if hits:
-            k["any"] += 1
-            first = min(hits)
-            delay = max(0, (first - inc["start"]) // window_ms + (first > inc["start"]))
-            if first <= inc["start"] + 2 * window_ms:
-                k["early"] += 1
-            k["delays"].append(int(delay))
-    true = [d for d in day if any(overlaps(d, i) and d["_ws"] + window_ms > i["start"]
-                                  and d["_ws"] <= i["end"] for i in incs)]
-    n = len(scored)
-    return {
-        "per_kind": dict(per_kind),
-        "incidents": n,
-        "recall_2w": sum(k["early"] for k in per_kind.values()) / n if n else float("nan"),
-        "recall_any": sum(k["any"] for k in per_kind.values()) / n if n else float("nan"),
-        "docs": len(day), "true_docs": len(true),
-        "precision": len(true) / len(day) if day else float("nan"),
-        "false_by_type": _count(d["entity"]["type"] for d in day if d not in true),
-    }
-
-
-def _count(items) -> dict:
-    out: dict = defaultdict(int)
-    for x in items:
-        out[x] += 1
-    return dict(out)
-
-
-# -- runs ---------------------------------------------------------------------------------------
-
 def replay(reads: list, settings: RunSettings, etype: str, kind: str) -> list[dict]:
     """Anomaly documents of one entity type's detector ``kind`` over recorded windows."""
     det = WindowDetector(etype, F.FEATURES[etype], kind=kind, q=settings.quantile,
@@ -333,7 +240,7 @@ def main() -> None:
 
     truth, extra, n_events = simulate_and_index(store, index, args)
     incs = incidents(truth, extra)
-    t0 = _ms(truth["start"])
+    t0 = epoch_ms(truth["start"])
     eval_from, eval_to = t0 + DAY_MS, t0 + 2 * DAY_MS
 
     settings = RunSettings.from_config(config)
