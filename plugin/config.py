@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import os
 import re
@@ -12,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from plugin.errors import ConfigError
+from plugin.errors import ConfigError, InputError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -147,3 +148,34 @@ def parse_duration(text: str | int | float) -> float:
         raise ConfigError(f"{text!r} is not a duration", hint="use a number with s, m, h, d or w, e.g. 60s")
     factor = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2) or "s"]
     return float(m.group(1)) * factor
+
+
+def parse_time(text: str | int | None, now: dt.datetime | None = None) -> dt.datetime | None:
+    """An absolute UTC time from ISO 8601, epoch milliseconds, ``now``, ``now-7d`` or a bare
+    duration meaning that long ago (``7d``); None for None or "".
+
+    >>> t = dt.datetime(2024, 3, 5, 12, 30, tzinfo=dt.timezone.utc)
+    >>> parse_time("now-1d", t).isoformat(), parse_time("2h", t).isoformat()
+    ('2024-03-04T12:30:00+00:00', '2024-03-05T10:30:00+00:00')
+    >>> parse_time("2024-03-04T00:00:00Z").isoformat(), parse_time("60000").isoformat()
+    ('2024-03-04T00:00:00+00:00', '1970-01-01T00:01:00+00:00')
+    """
+    if text is None or text == "":
+        return None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    t = str(text).strip()
+    if t.isdigit():
+        return dt.datetime.fromtimestamp(int(t) / 1000, tz=dt.timezone.utc)
+    if t == "now":
+        return now
+    m = re.fullmatch(r"now-(.+)", t)
+    if m:
+        return now - dt.timedelta(seconds=parse_duration(m.group(1)))
+    if re.fullmatch(r"\d+(?:\.\d+)?\s*(ms|s|m|h|d|w)", t):
+        return now - dt.timedelta(seconds=parse_duration(t))
+    try:
+        v = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"{text!r} is not a time",
+                         hint="use ISO 8601 (2024-03-04T00:00:00Z), epoch ms, now, now-7d or 7d") from None
+    return v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc)

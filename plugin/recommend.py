@@ -18,7 +18,7 @@ import pandas as pd
 from ml import allowlist as al
 from ml import hygiene as hy
 from ml.cidr import NoCoverError, group_cidrs
-from plugin.config import Config, parse_duration
+from plugin.config import Config, parse_duration, parse_time
 from plugin.errors import InputError, InsufficientData
 from plugin.rules import as_hygiene_rule, load_rules
 from plugin.store import doc_id
@@ -57,31 +57,6 @@ def settings(config: Config) -> dict:
 
 
 # -- the period ----------------------------------------------------------------------------------
-def resolve_time(text: str | None, now: dt.datetime) -> dt.datetime | None:
-    """An absolute UTC time from ISO text, ``now``, ``now-7d`` or a bare duration (``7d`` ago).
-
-    >>> t = dt.datetime(2024, 3, 5, 12, 30, tzinfo=dt.timezone.utc)
-    >>> resolve_time("now-1d", t).isoformat(), resolve_time("2h", t).isoformat()
-    ('2024-03-04T12:30:00+00:00', '2024-03-05T10:30:00+00:00')
-    """
-    if text is None or text == "":
-        return None
-    t = str(text).strip()
-    if t == "now":
-        return now
-    m = re.fullmatch(r"now-(.+)", t)
-    if m:
-        return now - dt.timedelta(seconds=parse_duration(m.group(1)))
-    if re.fullmatch(r"\d+(?:\.\d+)?\s*(ms|s|m|h|d|w)", t):
-        return now - dt.timedelta(seconds=parse_duration(t))
-    try:
-        v = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(f"{text!r} is not a time",
-                         hint="use ISO 8601 (2024-03-04T00:00:00Z), now, now-7d or 7d") from None
-    return v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc)
-
-
 @dataclass(frozen=True)
 class Period:
     since: dt.datetime
@@ -92,8 +67,8 @@ class Period:
            now: dt.datetime | None = None) -> Period:
         """Relative times are floored to the hour so re-running within an hour gives the same ids."""
         now = now or dt.datetime.now(dt.timezone.utc)
-        u = resolve_time(until, now) or now
-        s = resolve_time(since, now) or (u - dt.timedelta(seconds=parse_duration(default)))
+        u = parse_time(until, now) or now
+        s = parse_time(since, now) or (u - dt.timedelta(seconds=parse_duration(default)))
         if until is None or str(until).startswith("now"):
             u = u.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
         if since is None or str(since).startswith("now") or not re.search(r"[T:-]", str(since)):

@@ -9,18 +9,12 @@ import click
 
 from plugin import alerting
 from plugin.cli import AppContext, pass_app
+from plugin.config import parse_time
 from plugin.errors import InputError
 
 
 def _at(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(f"--at {text!r} is not an ISO-8601 time",
-                         hint="e.g. 2024-03-04T12:00:00Z") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+    return parse_time(text)
 
 
 @click.command("alert")

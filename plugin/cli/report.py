@@ -7,8 +7,8 @@ import datetime as dt
 import click
 
 from plugin.cli import AppContext, pass_app
+from plugin.config import parse_time
 from plugin.errors import InputError
-from plugin.recommend import resolve_time
 from plugin.report import write_report
 
 
@@ -22,7 +22,7 @@ def command(app: AppContext, out_dir, since, until) -> None:
     """Write the overview panels, anomalies, recommendations and model metrics as one HTML
     file with embedded plots (no external assets), from the cluster's aggregations."""
     now = dt.datetime.now(dt.timezone.utc)
-    start, end = resolve_time(since, now), resolve_time(until, now)
+    start, end = parse_time(since, now), parse_time(until, now)
     if start and end and start >= end:
         raise InputError(f"--since {since} is not before --until {until}")
     path = write_report(app.store, app.config, out_dir, start, end)

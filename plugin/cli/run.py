@@ -9,30 +9,21 @@ from datetime import datetime, timezone
 import click
 
 from plugin.cli import AppContext, pass_app
+from plugin.config import parse_time
 from plugin.errors import ConfigError
 from plugin.windows import WindowRunner, parse_partition, window_bounds
 
 log = logging.getLogger(__name__)
 
 
-def parse_time(text: str | None) -> int | None:
-    """Epoch milliseconds from ISO-8601 (``2024-05-01T00:00:00Z``) or epoch milliseconds.
+def parse_ms(text: str | None) -> int | None:
+    """Epoch milliseconds of a --from/--to value (ISO 8601, epoch ms, now-1h ...).
 
-    >>> parse_time("1970-01-01T00:01:00Z"), parse_time("60000")
+    >>> parse_ms("1970-01-01T00:01:00Z"), parse_ms("60000")
     (60000, 60000)
     """
-    if text is None:
-        return None
-    if text.isdigit():
-        return int(text)
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{text!r} is not a time",
-                          hint="use ISO-8601 such as 2024-05-01T00:00:00Z, or epoch ms") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1000)
+    t = parse_time(text)
+    return None if t is None else int(t.timestamp() * 1000)
 
 
 @click.command("run")
@@ -52,7 +43,7 @@ def command(app: AppContext, from_, to, partition):
     engine-side aggregations. After every window the models and the window end are
     checkpointed in the state index, so a restarted run resumes at the next window.
     """
-    from_ms, to_ms = parse_time(from_), parse_time(to)
+    from_ms, to_ms = parse_ms(from_), parse_ms(to)
     if from_ms is not None and to_ms is not None and to_ms <= from_ms:
         raise ConfigError("--to must be after --from")
     i, n = parse_partition(partition)
