@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from plugin.cli import pass_app
 from plugin.alerting import install as install_alerting
+from plugin.cli import pass_app
 from plugin.kibana import FLAVORS, import_saved_objects
 from plugin.setup import run_setup
 
