@@ -93,7 +93,7 @@ def test_other_seed_gives_other_bytes_with_the_same_statistics(run, tmp_path):
 def test_lines_are_in_time_order(run):
     _, events, _, _ = run
     times = [e["t"].replace(microsecond=0) for e in events]
-    assert all(a <= b for a, b in zip(times, times[1:]))
+    assert all(a <= b for a, b in zip(times, times[1:], strict=False))
 
 
 def test_every_incident_has_events_in_its_time_range_and_entities(run):
