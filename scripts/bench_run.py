@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from doc_sections import replace_section  # noqa: E402
 
 from plugin.config import load_config
 from plugin.setup import run_setup
@@ -216,19 +217,6 @@ def peak_rss(store: Store, args) -> dict:
     return res
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    head = "## Online detection (`fwsiem run`)"
-    body = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{head}\n\n{text.strip()}\n"
-    pattern = re.compile(r"^## Online detection.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(body):
-        body = pattern.sub(lambda _: section + "\n", body).rstrip() + "\n"
-    else:
-        body = body.rstrip() + "\n\n" + section
-    path.write_text(body)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default=os.environ.get("FWSIEM_URL", "http://127.0.0.1:9251"))
@@ -288,7 +276,8 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        write_section(text)
+        replace_section(ROOT / "BENCHMARKS.md", "run",
+                        "## Online detection (`fwsiem run`)\n\n" + text, "# Benchmarks")
 
 
 if __name__ == "__main__":

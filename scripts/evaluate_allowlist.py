@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import platform
-import re
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from doc_sections import markers, replace_section  # noqa: E402
 
 from ml import allowlist as al  # noqa: E402
 from ml.cidr import NoCoverError, group_cidrs  # noqa: E402
@@ -25,7 +25,7 @@ from ml.simulate import Simulation, load_scenario  # noqa: E402
 from plugin.recommend import whatif  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- fwsiem:allowlist:start -->", "<!-- fwsiem:allowlist:end -->"
+START, END = markers("allowlist")
 NAMES = {"baseline_seen": "baseline: allow iff seen (seed 001 §2.3.1)",
          "paper_svm": "paper: weighted SVM, quadratic polynomial kernel",
          "fwsiem_gbm": "fwsiem: weighted histogram gradient boosting"}
@@ -185,13 +185,8 @@ traffic from the sources of the simulated incidents (scans, brute force, floods)
         print(section)
         return
     path = ROOT / "EVALUATION.md"
-    text = path.read_text() if path.exists() else "# fwsiem model evaluation\n"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, text,
-                      flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    replace_section(path, "allowlist", section.replace(START, "").replace(END, ""),
+                    "# fwsiem model evaluation")
     print(f"wrote {path} and {png}")
     np.seterr(all="ignore")
 

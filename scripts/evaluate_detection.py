@@ -30,13 +30,13 @@ import datetime as dt
 import json
 import os
 import pickle
-import re
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
+from doc_sections import replace_section  # noqa: E402
 
 from ml import features as F
 from ml.detectors import WindowDetector
@@ -198,18 +198,6 @@ def _fmt(d: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
 
 
-def write_section(path: Path, text: str) -> None:
-    head = "## Online detection (`fwsiem run`)"
-    body = path.read_text() if path.exists() else "# fwsiem model evaluation\n"
-    section = f"{head}\n\n{text.strip()}\n"
-    pattern = re.compile(r"^## Online detection.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(body):
-        body = pattern.sub(lambda _: section + "\n", body).rstrip() + "\n"
-    else:
-        body = body.rstrip() + "\n\n" + section
-    path.write_text(body)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default=os.environ.get("FWSIEM_URL", "http://127.0.0.1:9251"))
@@ -346,7 +334,8 @@ def main() -> None:
     report = "\n".join(text)
     print(report)
     if args.write:
-        write_section(ROOT / "EVALUATION.md", report)
+        replace_section(ROOT / "EVALUATION.md", "detection",
+                        "## Online detection (`fwsiem run`)\n\n" + report, "# fwsiem model evaluation")
     if not args.keep:
         store.delete_index(config.index("state"))
 

@@ -27,6 +27,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from doc_sections import replace_section  # noqa: E402
+
 from ml.action import action_predictor, seed_baseline, split_frame, tuples_from_events  # noqa: E402
 from ml.metrics import classification_scores, scores_markdown  # noqa: E402
 from ml.simulate import Simulation, load_scenario  # noqa: E402
@@ -39,7 +41,6 @@ from ml.traffic import (  # noqa: E402
 )
 
 NSL_KDD = REPO.parent / "shared/datasets/nsl-kdd/KDDTrain+_20Percent.txt"
-BEGIN, END = "<!-- batch-models:begin -->", "<!-- batch-models:end -->"
 
 
 def simulated_lines(scenario: str, hours: int, seed: int, sample: int | None) -> pd.DataFrame:
@@ -211,13 +212,7 @@ def main() -> None:
                                      reuse=args.reuse_compare))
     text = "\n".join(parts)
     if args.write:
-        body = f"{BEGIN}\n{text}\n{END}"
-        old = args.write.read_text() if args.write.exists() else "# Model evaluation\n"
-        if BEGIN in old and END in old:
-            new = old.split(BEGIN)[0] + body + old.split(END, 1)[1]
-        else:
-            new = old.rstrip() + "\n\n" + body + "\n"
-        args.write.write_text(new)
+        replace_section(args.write, "batch-models", text, "# fwsiem model evaluation")
     print(text)
 
 
