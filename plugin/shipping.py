@@ -534,6 +534,18 @@ class ShipSettings:
         )
 
 
+def configured_shipper(config: Config, connect: Callable[[], object]) -> tuple[ShipSettings, Shipper]:
+    """The shipping settings and a shipper as the configuration describes them."""
+    from plugin.store import redact_url
+
+    settings = ShipSettings.from_config(config)
+    shipper = Shipper(connect, events_index=settings.events_index,
+                      deadletter_index=settings.deadletter_index, spool=Spool(settings.spool_dir),
+                      stats=IngestStats(), retry_wait=settings.retry_wait,
+                      engine_name=redact_url(config.engine.url))
+    return settings, shipper
+
+
 class LineBatcher:
     """Turns lines into bounded batches of pipeline documents and hands them to a shipper."""
 

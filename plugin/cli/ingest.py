@@ -14,17 +14,14 @@ from plugin.shipping import (
     STDIN,
     IngestStats,
     LineBatcher,
-    Shipper,
-    ShipSettings,
-    Spool,
     check_written,
+    configured_shipper,
     expand_paths,
     follow_paths,
     format_counts,
     ingest_paths,
     summary_lines,
 )
-from plugin.store import redact_url
 
 FORMATS = ("auto", "nsx", "iptables", "pfsense", "cisco-asa", "panos", "fortigate", "nfdump",
            "pmacct", "pcap")
@@ -75,12 +72,8 @@ def command(app, paths, fmt, follow, progress, as_json):
     ([engine] spool_dir) and replayed first on the next run; the command then exits non-zero and
     names what was not written. Without PATH, only the spool is replayed.
     """
-    settings = ShipSettings.from_config(app.config)
-    stats = IngestStats()
-    shipper = Shipper(lambda: app.store, events_index=settings.events_index,
-                      deadletter_index=settings.deadletter_index, spool=Spool(settings.spool_dir),
-                      stats=stats, retry_wait=settings.retry_wait,
-                      engine_name=redact_url(app.config.engine.url))
+    settings, shipper = configured_shipper(app.config, lambda: app.store)
+    stats = shipper.stats
     sources = expand_paths(paths) if paths else []
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     bar = _Progress(stats, sys.stderr.isatty() if progress is None else progress)

@@ -9,15 +9,11 @@ import click
 
 from plugin.cli import pass_app
 from plugin.shipping import (
-    IngestStats,
     LineBatcher,
-    Shipper,
-    ShipSettings,
-    Spool,
     check_written,
+    configured_shipper,
     summary_lines,
 )
-from plugin.store import redact_url
 from plugin.syslog import SyslogReceiver
 
 FORMATS = ("auto", "nsx", "iptables", "pfsense", "cisco-asa", "panos", "fortigate", "nfdump",
@@ -49,12 +45,8 @@ def command(app, host, udp_port, tcp_port, fmt, status_every):
     tcp = tcp_port if tcp_port is not None else int(conf.get("tcp_port", 5514))
     if udp < 0 and tcp < 0:
         raise click.UsageError("both UDP and TCP are disabled: nothing to listen on")
-    settings = ShipSettings.from_config(app.config)
-    stats = IngestStats()
-    shipper = Shipper(lambda: app.store, events_index=settings.events_index,
-                      deadletter_index=settings.deadletter_index, spool=Spool(settings.spool_dir),
-                      stats=stats, retry_wait=settings.retry_wait,
-                      engine_name=redact_url(app.config.engine.url))
+    settings, shipper = configured_shipper(app.config, lambda: app.store)
+    stats = shipper.stats
     if shipper.spool.pending():
         shipper.replay()
     batcher = LineBatcher(shipper, settings, module=None if fmt == "auto" else fmt)
