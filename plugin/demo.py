@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,9 +72,6 @@ def invoke(args: list[str]) -> None:
 def invoke_parallel(commands: list[list[str]]) -> None:
     """Run fwsiem commands as concurrent processes (e.g. one ingest per file, so the engine's
     ingest pipelines run on every core); each prints its own summary."""
-    import subprocess
-    import sys
-
     procs = [subprocess.Popen([sys.executable, "-m", "plugin", *args]) for args in commands]
     failed = [" ".join(args) for args, p in zip(commands, procs, strict=True) if p.wait() != 0]
     if failed:
@@ -96,8 +95,8 @@ def summarize(store: Store, config: Config, truth: dict, window_s: float) -> dic
     for a in serious:
         a["_ws"] = epoch_ms(a["window"]["start"])
     incs = incidents(truth, {})
-    result = score([dict(a) for a in anomalies], incs, epoch_ms(truth["start"]),
-                   epoch_ms(truth["end"]) + window_ms, window_ms)
+    result = score(serious, incs, epoch_ms(truth["start"]), epoch_ms(truth["end"]) + window_ms,
+                   window_ms)
     rows = []
     for inc, raw in zip(incs, truth.get("incidents", []), strict=True):
         hits = hit_windows(serious, inc, window_ms)

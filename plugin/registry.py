@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from plugin.errors import ArtifactIntegrityError, FwsiemError, InputError
+from plugin.setup import template_mappings
 from plugin.store import Store, doc_id
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,8 @@ DEFAULT_TOLERANCE = 0.01
 DEFAULT_CHUNK_BYTES = 512 * 1024
 
 #: Mapping of the models index. Parameters and reports stay in ``_source`` only.
-def _models_mapping() -> dict:
-    """The registry's mapping: the one in the shipped index template."""
-    from plugin.setup import asset_dir
-
-    return json.loads((asset_dir("templates") / "fwsiem-models.json").read_text())["template"]["mappings"]
 
 
-MODELS_MAPPING = _models_mapping()
 
 
 class PromotionRefused(FwsiemError):
@@ -126,7 +121,7 @@ class Registry:
     # -- writing ------------------------------------------------------------------------------
     def ensure_index(self) -> None:
         if not self.store.exists(self.index):
-            self.store.create_index(self.index, {"mappings": MODELS_MAPPING})
+            self.store.create_index(self.index, {"mappings": template_mappings("fwsiem-models")})
 
     def next_version(self, name: str) -> int:
         aggs = self.store.aggregate(

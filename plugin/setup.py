@@ -52,6 +52,11 @@ def asset_dir(name: str) -> Path:
     return Path(str(resources.files("plugin").joinpath("assets", name)))
 
 
+def template_mappings(name: str) -> dict:
+    """The mappings of a shipped index template, e.g. ``template_mappings("fwsiem-events")``."""
+    return json.loads((asset_dir("templates") / f"{name}.json").read_text())["template"]["mappings"]
+
+
 def pipeline_files(flavor: str | None = None) -> list[Path]:
     """Every pipeline definition; ``ingest_pipelines/<flavor>/<id>.json`` replaces ``<id>.json``
     for that flavour where the engines' processors differ."""

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import logging
-import time
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -69,14 +68,6 @@ class BulkResult:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-    def merge(self, other: BulkResult) -> BulkResult:
-        self.created += other.created
-        self.updated += other.updated
-        self.conflicts += other.conflicts
-        self.failed.extend(other.failed)
-        self.failed_actions.extend(other.failed_actions)
-        return self
 
 
 def _detect(settings: EngineSettings) -> tuple[str, str]:
@@ -238,9 +229,6 @@ class Store:
         return EngineRequestError(f"{self.safe_url} refused {what} (HTTP {status}): {reason}")
 
     # -- cluster ------------------------------------------------------------------------------
-    def info(self) -> dict:
-        return {"flavor": self.flavor, "version": self.version, "url": self.safe_url}
-
     def health(self, wait_for_status: str | None = None, timeout: str = "30s") -> dict:
         params = {"wait_for_status": wait_for_status, "timeout": timeout} if wait_for_status else None
         return self.request("GET", "/_cluster/health", params=params)
@@ -349,11 +337,14 @@ class Store:
         """
         chunk = int(chunk_size or self.settings.bulk_chunk)
         result = BulkResult()
-        kept: list[dict] = []
+        # Actions in flight, by _id, so a failure can hand back its source for the spool; each is
+        # dropped when its result arrives, so memory stays bounded by the chunks in flight.
+        in_flight: dict[str, dict] = {}
 
         def tracked():
             for action in actions:
-                kept.append(action)
+                if action.get("_id") is not None:
+                    in_flight[str(action["_id"])] = action
                 yield action
 
         kwargs: dict[str, Any] = dict(
@@ -372,6 +363,7 @@ class Store:
             for ok, item in streaming_bulk(self._client, tracked(), **kwargs):
                 op, info = next(iter(item.items()))
                 status = info.get("status", 0)
+                source = in_flight.pop(str(info.get("_id")), None)
                 if ok and status == 201:
                     result.created += 1
                 elif ok:
@@ -381,18 +373,11 @@ class Store:
                 else:
                     result.failed.append({"_id": info.get("_id"), "_index": info.get("_index"),
                                           "status": status, "error": info.get("error") or info.get("exception")})
-                    result.failed_actions.append({"_id": info.get("_id"), "op": op, "status": status})
+                    result.failed_actions.append(
+                        source or {"_id": info.get("_id"), "op": op, "status": status})
         except Exception as exc:
             raise self._translate(exc, "POST /_bulk") from None
-        self._attach_failed_sources(result, kept)
         return result
-
-    @staticmethod
-    def _attach_failed_sources(result: BulkResult, kept: list[dict]) -> None:
-        if not result.failed_actions:
-            return
-        by_id = {a.get("_id"): a for a in kept if a.get("_id") is not None}
-        result.failed_actions = [by_id.get(f["_id"], f) for f in result.failed_actions]
 
     # -- reads --------------------------------------------------------------------------------
     def search(self, index: str, body: dict, params: dict | None = None) -> dict:
@@ -490,13 +475,6 @@ class Store:
         except Exception:  # closing is best effort; the PIT expires on its own
             log.debug("could not close point in time", exc_info=True)
 
-    def wait_for(self, predicate, timeout: float = 30, interval: float = 0.5) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(interval)
-        return False
 
 
 def _status_of(exc: Exception) -> int | None:

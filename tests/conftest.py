@@ -123,3 +123,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "integration" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.integration)
+
+
+def simulated_event_actions(df, index: str, *, op_type: str = "index", network_bytes: bool = False):
+    """Bulk actions for the simulator's event rows, shaped as the pipelines write them
+    (``event.type`` says allowed or denied; the simulator's bookkeeping columns are left out)."""
+    denied = df["event.action"].isin(["drop", "reject"])
+    for row, is_denied in zip(df.to_dict("records"), denied, strict=True):
+        doc = {k: v for k, v in row.items() if v != "" and k not in ("session.id", "incident.id")}
+        doc["@timestamp"] = row["@timestamp"].strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        doc["event.type"] = ["connection", "denied" if is_denied else "allowed"]
+        if network_bytes:
+            doc["network.bytes"] = int(row["source.bytes"] or 0) + int(row["destination.bytes"] or 0)
+        yield {"_op_type": op_type, "_index": index, "_source": doc}
+
+
+@pytest.fixture(scope="session")
+def event_actions():
+    """``simulated_event_actions`` for tests that index simulated events."""
+    return simulated_event_actions

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import click
@@ -11,10 +10,6 @@ from plugin import alerting
 from plugin.cli import AppContext, pass_app
 from plugin.config import parse_time
 from plugin.errors import InputError
-
-
-def _at(text: str | None) -> dt.datetime | None:
-    return parse_time(text)
 
 
 @click.command("alert")
@@ -71,7 +66,7 @@ def command(app: AppContext, once, webhook, rules, at, install, list_, show) -> 
     click.echo(f"fwsiem alert: {len(definitions)} definitions against {store.safe_url}, "
                f"delivering to {target}", err=True)
     if once:
-        results = alerter.run_once(_at(at))
+        results = alerter.run_once(parse_time(at))
         total = sum(len(v) for v in results.values())
         click.echo(f"{total} alert events delivered "
                    f"({', '.join(f'{k}: {len(v)}' for k, v in results.items())})", err=True)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from plugin import alerting
 from plugin.cli import cli
-from plugin.setup import asset_dir, run_setup
+from plugin.setup import run_setup, template_mappings
 
 pytestmark = pytest.mark.integration
 
@@ -30,19 +30,6 @@ def at(minutes: float) -> dt.datetime:
 
 def iso(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _template_mappings(name: str) -> dict:
-    return json.loads((asset_dir("templates") / f"{name}.json").read_text())["template"]["mappings"]
-
-
-def _event_actions(df: pd.DataFrame, index: str):
-    denied = df["event.action"].isin(["drop", "reject"])
-    for row, is_denied in zip(df.to_dict("records"), denied, strict=True):
-        doc = {k: v for k, v in row.items() if v != "" and k not in ("session.id", "incident.id")}
-        doc["@timestamp"] = iso(row["@timestamp"])
-        doc["event.type"] = ["connection", "denied" if is_denied else "allowed"]
-        yield {"_op_type": "create", "_index": index, "_source": doc}
 
 
 def _anomaly(minute: float, entity: str, severity: str, score: float) -> dict:
@@ -88,7 +75,7 @@ def simulated_events():
 
 
 @pytest.fixture(scope="module")
-def loaded(engine, simulated_events):
+def loaded(engine, simulated_events, event_actions):
     """Setup, then anomaly, recommendation, dead-letter and simulated event documents."""
     store = engine.store
     run_setup(store, engine.config(), skip_pipelines=True)
@@ -100,14 +87,14 @@ def loaded(engine, simulated_events):
         store.delete_index(name)
     # A plain index with the events template's mappings: a data stream could not be deleted
     # afterwards on distributions without the data-stream API.
-    store.create_index(names["events_pattern"], {"mappings": _template_mappings("fwsiem-events")})
+    store.create_index(names["events_pattern"], {"mappings": template_mappings("fwsiem-events")})
     events, truth = simulated_events
     docs = [(names["anomalies"], ANOMALIES), (names["recommendations"], RECOMMENDATIONS),
             (names["deadletter"], DEADLETTERS)]
     actions = [{"_op_type": "index", "_index": idx, "_source": d} for idx, ds in docs for d in ds]
     res = store.bulk(actions, refresh=True)
     assert not res.failed, res.failed[:3]
-    res = store.bulk(_event_actions(events, names["events_pattern"]), refresh=True)
+    res = store.bulk(event_actions(events, names["events_pattern"], op_type="create"), refresh=True)
     assert not res.failed, res.failed[:3]
     config = engine.config(**names)
     yield store, config, names, truth

@@ -12,23 +12,9 @@ from click.testing import CliRunner
 
 from ml import allowlist as al
 from plugin.cli import cli
-from plugin.setup import asset_dir
+from plugin.setup import template_mappings
 
 pytestmark = pytest.mark.integration
-
-
-def _template_mappings(name: str) -> dict:
-    body = json.loads((asset_dir("templates") / f"{name}.json").read_text())
-    return body["template"]["mappings"]
-
-
-def _docs(df: pd.DataFrame, index: str):
-    denied = df["event.action"].isin(["drop", "reject"])
-    for row, is_denied in zip(df.to_dict("records"), denied, strict=True):
-        doc = {k: v for k, v in row.items() if v != "" and k not in ("session.id", "incident.id")}
-        doc["@timestamp"] = row["@timestamp"].isoformat()
-        doc["event.type"] = ["connection", "denied" if is_denied else "allowed"]
-        yield {"_op_type": "index", "_index": index, "_source": doc}
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +32,17 @@ def simulation(tmp_path_factory):
 
 
 @pytest.fixture
-def loaded(engine, simulation, unique_prefix, tmp_path):
+def loaded(engine, simulation, unique_prefix, tmp_path, event_actions):
     events, truth, root = simulation
     store = engine.store
     names = {"events": f"{unique_prefix}-events", "rules": f"fwsiem-rules-{unique_prefix}",
              "recs": f"fwsiem-recommendations-{unique_prefix}"}
     for n in names.values():
         store.delete_index(n)
-    store.create_index(names["events"], {"mappings": _template_mappings("fwsiem-events")})
-    store.create_index(names["recs"], {"mappings": _template_mappings(
+    store.create_index(names["events"], {"mappings": template_mappings("fwsiem-events")})
+    store.create_index(names["recs"], {"mappings": template_mappings(
         "fwsiem-recommendations")})
-    result = store.bulk(_docs(events, names["events"]), refresh=True)
+    result = store.bulk(event_actions(events, names["events"]), refresh=True)
     assert not result.failed
     cfg = tmp_path / "fwsiem.toml"
     cfg.write_text(f'[engine]\nurl = "{engine.url}"\n[indices]\n'

@@ -4,7 +4,6 @@ errors, nothing fetched from outside the file; the screenshot goes to docs/repor
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -15,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from plugin.cli import cli
-from plugin.setup import asset_dir, run_setup
+from plugin.setup import run_setup, template_mappings
 
 pytestmark = pytest.mark.integration
 
@@ -56,18 +55,8 @@ MODELS = [{"@timestamp": "2024-03-04T01:05:00.000Z", "doc_type": "model",
            "metrics": {"accuracy": 0.91, "f1_macro": 0.84}}]
 
 
-def _event_actions(df: pd.DataFrame, index: str):
-    denied = df["event.action"].isin(["drop", "reject"])
-    for row, is_denied in zip(df.to_dict("records"), denied, strict=True):
-        doc = {k: v for k, v in row.items() if v != "" and k not in ("session.id", "incident.id")}
-        doc["@timestamp"] = row["@timestamp"].isoformat()
-        doc["event.type"] = ["connection", "denied" if is_denied else "allowed"]
-        doc["network.bytes"] = int(row["source.bytes"] or 0) + int(row["destination.bytes"] or 0)
-        yield {"_op_type": "index", "_index": index, "_source": doc}
-
-
 @pytest.fixture(scope="module")
-def report(engine, tmp_path_factory):
+def report(engine, tmp_path_factory, event_actions):
     from ml.simulate import Simulation, load_scenario
 
     store = engine.store
@@ -77,11 +66,10 @@ def report(engine, tmp_path_factory):
              "recommendations": f"fwsiem-recommendations-{p}", "models": f"fwsiem-models-{p}"}
     for name in names.values():
         store.delete_index(name)
-    mappings = json.loads((asset_dir("templates") / "fwsiem-events.json").read_text())
-    store.create_index(names["events_pattern"], {"mappings": mappings["template"]["mappings"]})
+    store.create_index(names["events_pattern"], {"mappings": template_mappings("fwsiem-events")})
     df = pd.concat(list(Simulation(load_scenario("default"), hours=1, seed=1).iter_events()),
                    ignore_index=True)
-    res = store.bulk(_event_actions(df, names["events_pattern"]), refresh=True)
+    res = store.bulk(event_actions(df, names["events_pattern"], network_bytes=True), refresh=True)
     assert not res.failed, res.failed[:3]
     docs = [(names["anomalies"], ANOMALIES), (names["recommendations"], RECOMMENDATIONS),
             (names["models"], MODELS)]
