@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from river import anomaly, compose, preprocessing, stats
 from river.base import AnomalyDetector
+from scipy.special import gammainc, ndtri
 
+from ml import features as F
 from ml.features import SHARE_FEATURES
 
-DETECTOR_VERSION = "1"
+DETECTOR_VERSION = "2"
 SEVERITIES = ("low", "medium", "high", "critical")
 
 
@@ -102,97 +105,207 @@ def make_pipeline(kind: str = "loda", seed: int = 42):
     raise ValueError(f"unknown detector kind {kind!r}: use hst, loda or baseline")
 
 
-class EntityBaselines:
-    """Per-entity EW mean and variance of every feature, in compact arrays.
+class EntityProfiles:
+    """What is normal for each entity, and for each class of entities, feature by feature.
 
-    Used to explain a score ("dst_ports 480, expected 3") and to keep alerts to entities
-    that really changed. Entities without enough history are compared with the
-    population baseline of their type.
+    Every feature gets a deviation on one scale, in standard deviations of a normal
+    distribution (a tail probability ``p`` counts as ``-Φ⁻¹(p)``), by its kind
+    (``ml.features.FEATURE_KINDS``):
+
+    - ``volume`` (counts, bytes): log scale, against the entity's EW mean and variance; it
+      counts only above the entity's highest value so far times ``e ** peak_margin`` (a
+      nightly backup that has happened before is not news), and in part only for small
+      volumes (``ml.features.VOLUME_EVIDENCE``);
+    - ``share``: against the EW mean, weighted by how many events it is a share of, and
+      only ``peak_margin`` above the entity's highest share so far;
+    - ``count`` of rare events (denied attempts, new internal peers): the Poisson tail at the
+      entity's long-run rate, shrunk towards its class's rate;
+    - ``novelty`` (an external address or a service the estate has never seen): the Poisson
+      tail at the rate such things appeared in the entity's class over the last
+      ``rate_windows`` windows.
+
+    An entity with fewer than ``min_history`` observations is compared with its class
+    (``ml.features.entity_class``: internal sources with internal sources, egress services
+    with egress services) instead of itself.
 
     Examples
     --------
-    >>> b = EntityBaselines(["events"], alpha=0.5)
-    >>> for n in (10, 10, 10):
-    ...     b.update("a", {"events": n})
-    >>> round(b.expected("a")["events"], 3)
-    10.0
+    >>> p = EntityProfiles("rule", ["hits", "denied_share"], min_population=1)
+    >>> for n in (100, 110, 95, 105, 100, 98):
+    ...     p.learn("r1", "rule", {"hits": n, "denied_share": 0.01})
+    >>> z, known = p.deviations("r1", "rule", {"hits": 50_000, "denied_share": 0.01})
+    >>> known, bool(z[0] > 4), bool(abs(z[1]) < 1)
+    (True, True, True)
     """
 
-    def __init__(self, features: Sequence[str], alpha: float = 0.1, min_history: int = 5,
-                 min_std: float = 0.5):
+    def __init__(self, entity_type: str, features: Sequence[str], *, alpha: float = 0.1,
+                 rare_alpha: float = 7e-4, population_alpha: float = 1e-4,
+                 min_history: int = 5, min_std: float = 1.0, population_min_std: float = 0.5,
+                 share_std: float = 0.1, share_evidence: float = 4.0,
+                 peak_margin: float = 0.69, prior_windows: float = 50.0,
+                 rate_windows: int = 1440, min_population: int = 50, min_rate: float = 1e-6):
+        self.entity_type = entity_type
         self.features = list(features)
-        self.alpha = alpha
+        kinds = [F.feature_kind(entity_type, f) for f in self.features]
+        self.kinds = kinds
+        self._vol = np.array([k == "volume" for k in kinds])
+        self._share = np.array([k == "share" for k in kinds])
+        self._rare = np.array([k in ("count", "novelty") for k in kinds])
+        self._novel = np.array([k == "novelty" for k in kinds])
+        self._evidence = np.array([F.VOLUME_EVIDENCE.get(f, 0.0) if k == "volume" else 0.0
+                                   for f, k in zip(self.features, kinds, strict=True)])
+        basis = F.SHARE_BASIS.get(entity_type, {})
+        self._basis = [basis.get(f) for f in self.features]
+        self._alpha = np.where(self._rare, rare_alpha, alpha)
+        self.population_alpha = population_alpha
         self.min_history = min_history
-        self.min_std = min_std
+        self._floor = np.where(self._share, share_std, min_std)
+        self._pop_floor = np.where(self._share, share_std, population_min_std)
+        self.share_evidence = share_evidence
+        self.peak_margin = peak_margin
+        self.prior_windows = prior_windows
+        self.rate_windows = rate_windows
+        self.min_population = min_population
+        self.min_rate = min_rate
         k = len(self.features)
         self._index: dict[str, int] = {}
         self._mean = np.zeros((0, k))
         self._var = np.zeros((0, k))
-        self._n = np.zeros(0, dtype=np.int32)
-        self._pop_mean = np.zeros(k)
-        self._pop_var = np.zeros(k)
-        self._pop_n = 0
-        self._share = np.array([f in SHARE_FEATURES for f in self.features])
-        self._floor = np.where(self._share, min_std * 0.2, min_std)
+        self._peak = np.zeros((0, k))
+        self._n = np.zeros(0, dtype=np.int32)     # observations learned (not alerted)
+        self._rate_n = np.zeros(0)                # decayed observations behind rare rates
+        self._population: dict[str, list] = {}    # class -> [mean, var, rows]
+        self._rates: dict[str, list] = {}         # class -> [sum, rows, deque of windows]
+        self._window: dict[str, list] = {}        # class -> [sum, rows] of this window
 
-    def _vector(self, x: Mapping) -> np.ndarray:
+    # -- vectors ----------------------------------------------------------------------------
+    def vector(self, x: Mapping) -> np.ndarray:
         v = np.array([float(x.get(f, 0.0)) for f in self.features])
-        return np.where(self._share, v, np.log1p(np.maximum(v, 0.0)))
+        return np.where(self._vol, np.log1p(np.maximum(v, 0.0)), v)
 
     def _row(self, entity: str) -> int:
         i = self._index.get(entity)
         if i is None:
             i = self._index[entity] = len(self._index)
             if i >= len(self._n):
-                grow = max(16, len(self._n))
-                k = len(self.features)
+                grow, k = max(16, len(self._n)), len(self.features)
                 self._mean = np.vstack([self._mean, np.zeros((grow, k))])
                 self._var = np.vstack([self._var, np.zeros((grow, k))])
+                self._peak = np.vstack([self._peak, np.zeros((grow, k))])
                 self._n = np.concatenate([self._n, np.zeros(grow, dtype=np.int32)])
+                self._rate_n = np.concatenate([self._rate_n, np.zeros(grow)])
         return i
 
-    @staticmethod
-    def _ew(mean, var, v, alpha):
-        d = v - mean
-        return mean + alpha * d, (1 - alpha) * (var + alpha * d * d)
-
-    def update(self, entity: str, x: Mapping) -> None:
-        v = self._vector(x)
-        i = self._row(entity)
-        if self._n[i] == 0:
-            self._mean[i], self._var[i] = v, 0.0
-        else:
-            self._mean[i], self._var[i] = self._ew(self._mean[i], self._var[i], v, self.alpha)
-        self._n[i] += 1
-        self.update_population(v)
-
-    def update_population(self, v: np.ndarray) -> None:
-        if self._pop_n == 0:
-            self._pop_mean, self._pop_var = v.copy(), np.zeros_like(v)
-        else:
-            self._pop_mean, self._pop_var = self._ew(self._pop_mean, self._pop_var, v, 0.01)
-        self._pop_n += 1
-
-    def _reference(self, entity: str) -> tuple[np.ndarray, np.ndarray, bool]:
-        i = self._index.get(entity)
-        if i is not None and self._n[i] >= self.min_history:
-            return self._mean[i], self._var[i], True
-        return self._pop_mean, self._pop_var, False
-
-    def deviations(self, entity: str, x: Mapping) -> dict[str, float]:
-        """Signed deviation of each feature, in baseline standard deviations."""
-        mean, var, _ = self._reference(entity)
-        z = (self._vector(x) - mean) / np.maximum(np.sqrt(var), self._floor)
-        return dict(zip(self.features, z.tolist(), strict=True))
-
-    def expected(self, entity: str) -> dict[str, float]:
-        """The baseline value of each feature, back on the features' own scale."""
-        mean, _, _ = self._reference(entity)
-        vals = np.where(self._share, mean, np.expm1(mean))
-        return dict(zip(self.features, vals.tolist(), strict=True))
+    def seen(self, entity: str) -> bool:
+        """Whether ``entity`` was ever observed (its ``first_seen`` is 0)."""
+        return entity in self._index
 
     def known(self, entity: str) -> bool:
-        return self._reference(entity)[2]
+        i = self._index.get(entity)
+        return i is not None and self._n[i] >= self.min_history
+
+    def class_rate(self, cls: str) -> np.ndarray:
+        """Rate per row of each rare feature in ``cls`` over the last ``rate_windows``."""
+        r = self._rates.get(cls)
+        if r is None or r[1] <= 0:
+            return np.zeros(len(self.features))
+        return r[0] / r[1]
+
+    def _reference(self, entity: str, cls: str):
+        """(mean, var, peak or None, rate, floor) to compare ``entity`` with, or ``None``."""
+        rate = self.class_rate(cls)
+        i = self._index.get(entity)
+        if i is not None and self._n[i] >= self.min_history:
+            # the entity's own rate, shrunk towards its class's (a Gamma prior)
+            own = (self._mean[i] * self._rate_n[i] + self.prior_windows * rate) / (
+                self._rate_n[i] + self.prior_windows)
+            rate = np.where(self._novel, rate, own)
+            return self._mean[i], self._var[i], self._peak[i], rate, self._floor
+        pop = self._population.get(cls)
+        if pop is None or pop[2] < self.min_population:
+            return None
+        return pop[0], pop[1], None, rate, self._pop_floor
+
+    # -- scoring ----------------------------------------------------------------------------
+    def deviations(self, entity: str, cls: str, x: Mapping) -> tuple[np.ndarray, bool]:
+        """Upward deviation of every feature, and whether the entity's own history was used."""
+        ref = self._reference(entity, cls)
+        z = np.zeros(len(self.features))
+        if ref is None:
+            return z, False
+        mean, var, peak, rate, floor = ref
+        v = self.vector(x)
+        gauss = ~self._rare
+        z[gauss] = ((v - mean) / np.maximum(np.sqrt(var), floor))[gauss]
+        raw = np.expm1(v)
+        weight = np.where(self._evidence > 0, raw / (raw + np.maximum(self._evidence, 1e-9)), 1.0)
+        z = np.where(self._vol, z * weight, z)
+        for j, b in enumerate(self._basis):
+            if b is not None:
+                n = float(x.get(b, 0.0))
+                z[j] *= n / (n + self.share_evidence)
+        if peak is not None:
+            z = np.where(gauss & (v <= peak + self.peak_margin), np.minimum(z, 0.0), z)
+        lam = np.maximum(rate, self.min_rate)
+        count = np.where(self._rare, v, 0.0)
+        tail = gammainc(np.maximum(count, 1e-12), lam)      # P(X >= count), X ~ Poisson(lam)
+        z = np.where(self._rare & (count > 0), -ndtri(np.clip(tail, 1e-300, 1.0)), z)
+        return z, peak is not None
+
+    def expected(self, entity: str, cls: str) -> dict[str, float]:
+        """The reference value of each feature on its own scale (a rate for rare features)."""
+        ref = self._reference(entity, cls)
+        if ref is None:
+            return dict.fromkeys(self.features, 0.0)
+        mean, _, _, rate, _ = ref
+        vals = np.where(self._vol, np.expm1(mean), np.where(self._rare, rate, mean))
+        return dict(zip(self.features, vals.tolist(), strict=True))
+
+    # -- learning ---------------------------------------------------------------------------
+    def learn(self, entity: str, cls: str, x: Mapping, alerted: bool = False) -> None:
+        """Learn one observation; an alerted one only marks the entity seen and counts for
+        its class, so an ongoing attack does not become the entity's normal."""
+        v = self.vector(x)
+        new = entity not in self._index
+        i = self._row(entity)
+        if new:
+            self._mean[i], self._var[i], self._peak[i] = v, 0.0, v
+        self._peak[i] = np.maximum(self._peak[i], v)
+        if not alerted:
+            if not new:
+                d = v - self._mean[i]
+                self._mean[i] = self._mean[i] + self._alpha * d
+                self._var[i] = (1 - self._alpha) * (self._var[i] + self._alpha * d * d)
+            self._n[i] += 1
+            # decayed observation count behind the rare-feature rates (their EW means)
+            a = float(self._alpha[self._rare][0]) if self._rare.any() else 0.0
+            self._rate_n[i] = self._rate_n[i] * (1 - a) + 1
+        pop = self._population.get(cls)
+        if pop is None:
+            self._population[cls] = [v.copy(), np.zeros_like(v), 1]
+        else:
+            d = v - pop[0]
+            a = max(self.population_alpha, 1.0 / (pop[2] + 1))   # a plain mean until then
+            pop[0] = pop[0] + a * d
+            pop[1] = (1 - a) * (pop[1] + a * d * d)
+            pop[2] += 1
+        w = self._window.setdefault(cls, [np.zeros_like(v), 0])
+        w[0] += np.where(self._rare, v, 0.0)
+        w[1] += 1
+
+    def end_window(self) -> None:
+        """Close the window: its rare-event counts join the sliding class rates."""
+        for cls in set(self._window) | set(self._rates):
+            total, rows = self._window.get(cls, (np.zeros(len(self.features)), 0))
+            r = self._rates.setdefault(cls, [np.zeros(len(self.features)), 0, deque()])
+            r[2].append((total, rows))
+            r[0] = r[0] + total
+            r[1] += rows
+            while len(r[2]) > self.rate_windows:
+                old_total, old_rows = r[2].popleft()
+                r[0] = r[0] - old_total
+                r[1] -= old_rows
+        self._window = {}
 
     def __len__(self) -> int:
         return len(self._index)
@@ -213,12 +326,14 @@ class Finding:
     detector: str = ""
 
 
-def severity_of(deviation: float, levels: Sequence[float] = (4.0, 6.0, 10.0, 20.0)) -> str | None:
-    """Severity from the largest deviation, or ``None`` below the lowest level.
+def severity_of(deviation: float, levels: Sequence[float] = (3.0, 3.7, 6.0, 10.0)) -> str | None:
+    """Severity from the deviation, or ``None`` below the lowest level.
+
+    The default levels are tail probabilities of about 1e-3, 1e-4, 1e-9 and 1e-23.
 
     Examples
     --------
-    >>> severity_of(3.0), severity_of(5.0), severity_of(7.5), severity_of(50)
+    >>> severity_of(2.0), severity_of(3.2), severity_of(5.0), severity_of(50)
     (None, 'low', 'medium', 'critical')
     """
     if deviation < levels[0]:
@@ -230,15 +345,39 @@ def severity_of(deviation: float, levels: Sequence[float] = (4.0, 6.0, 10.0, 20.
     return sev
 
 
+def combined_score(features: Sequence[str], z: np.ndarray) -> float:
+    """The strongest deviation, or the two strongest independent families together.
+
+    Two moderate signals of different kinds (a new source whose few attempts are all denied
+    *and* all go to hosts it never reached) are more than either alone: their sum over
+    ``sqrt(2)`` (Stouffer) when that is larger than the strongest single one.
+
+    >>> combined_score(["new_peers", "denied", "denied_share"], np.array([3.5, 2.7, 1.0]))
+    4.38
+    """
+    best: dict[str, float] = {}
+    for f, v in zip(features, z.tolist(), strict=True):
+        fam = F.FEATURE_FAMILY.get(f, f)
+        best[fam] = max(best.get(fam, 0.0), v)
+    top = sorted(best.values(), reverse=True)[:2]
+    single = float(max(z.max(initial=0.0), 0.0))
+    if len(top) == 2 and top[1] > 0:
+        return round(max(single, (top[0] + top[1]) / math.sqrt(2)), 2)
+    return round(single, 2)
+
+
 class WindowDetector:
     """The detector of one entity type: score, explain, threshold and learn, one window at a time.
 
-    Each window, every entity's features are scored by a river pipeline (see
-    :func:`make_pipeline`) shared by all entities of the type; the threshold is a running
-    quantile ``q`` of all scores. An entity is reported when its score is over the threshold
-    *and* one of its features deviates upwards by at least the lowest severity level from the
-    entity's own baseline (or the population's, for entities without history). Nothing is
-    reported during the first ``warmup_windows`` windows.
+    Each window every entity's features are compared with what is normal for it
+    (:class:`EntityProfiles`). With ``kind="profile"`` (the default) that comparison is the
+    score (:func:`combined_score`); with ``hst``, ``loda`` or ``baseline`` a river pipeline
+    shared by all entities of the type scores (:func:`make_pipeline`) and the profiles only
+    explain. With a river detector the threshold is a running quantile ``q`` of its scores;
+    with ``profile`` the profiles themselves adapt (per entity, per class) and the threshold
+    is the lowest severity level. An entity is reported when its score is over the threshold
+    *and* its deviation reaches the lowest severity level.
+    Nothing is reported during the first ``warmup_windows`` windows.
 
     Parameters
     ----------
@@ -247,7 +386,7 @@ class WindowDetector:
     features
         Feature names, in order.
     kind
-        The river detector (``hst``, ``loda``, ``baseline``).
+        ``profile``, or a river detector (``hst``, ``loda``, ``baseline``).
     q
         Quantile of the running score distribution used as threshold.
     warmup_windows
@@ -270,10 +409,10 @@ class WindowDetector:
     ['r1']
     """
 
-    def __init__(self, entity_type: str, features: Sequence[str], kind: str = "loda",
+    def __init__(self, entity_type: str, features: Sequence[str], kind: str = "profile",
                  q: float = 0.99, warmup_windows: int = 60,
-                 levels: Sequence[float] = (4.0, 6.0, 10.0, 20.0), top_k: int = 3,
-                 alpha: float = 0.1, seed: int = 42):
+                 levels: Sequence[float] = (3.0, 3.7, 6.0, 10.0), top_k: int = 3,
+                 seed: int = 42, min_population: int = 50):
         self.entity_type = entity_type
         self.features = list(features)
         self.kind = kind
@@ -281,9 +420,10 @@ class WindowDetector:
         self.warmup_windows = warmup_windows
         self.levels = tuple(levels)
         self.top_k = top_k
-        self.model = make_pipeline(kind, seed)
+        self.model = None if kind == "profile" else make_pipeline(kind, seed)
         self.quantile = stats.Quantile(q)
-        self.baselines = EntityBaselines(self.features, alpha=alpha)
+        self.profiles = EntityProfiles(entity_type, self.features,
+                                       min_population=min_population)
         self.windows_seen = 0
 
     @property
@@ -294,34 +434,47 @@ class WindowDetector:
                 suppressed: Mapping[str, set] | None = None) -> list[Finding]:
         """Score one window's rows, report findings, then learn the window.
 
-        ``suppressed`` maps entities to feature names marked false positive: a finding
-        whose leading feature is among them is not reported.
+        A row's ``_class`` (``ml.features.entity_class``) names the population it is
+        compared with while it has no history. ``suppressed`` maps entities to feature names
+        marked false positive: a finding whose leading feature is among them is not reported.
         """
         warm = self.windows_seen >= self.warmup_windows
-        threshold = self.quantile.get() if warm else math.inf
-        threshold = math.inf if threshold is None else threshold
+        if self.model is None:
+            # the profiles adapt per entity and per class; the lowest level is the threshold
+            threshold = self.levels[0] if warm else math.inf
+        else:
+            threshold = self.quantile.get() if warm else math.inf
+            threshold = math.inf if threshold is None else threshold
         findings: list[Finding] = []
-        for entity, x in rows:
-            x = {f: float(x.get(f, 0.0)) for f in self.features}
-            score = float(self.model.score_one(x))
+        profiles = self.profiles
+        for entity, row in rows:
+            cls = str(row.get("_class", self.entity_type))
+            x = {f: float(row.get(f, 0.0)) for f in self.features}
+            if "first_seen" in x:
+                x["first_seen"] = 0.0 if profiles.seen(entity) else 1.0
+            z, _ = profiles.deviations(entity, cls, row | x)
+            deviation = combined_score(self.features, z)
+            score = deviation if self.model is None else float(self.model.score_one(x))
             alerted = False
             if score >= threshold:
-                z = self.baselines.deviations(entity, x)
-                top = sorted(z.items(), key=lambda kv: -kv[1])[: self.top_k]
-                sev = severity_of(top[0][1], self.levels) if top else None
-                if sev and not (suppressed and top[0][0] in suppressed.get(entity, ())):
-                    expected = self.baselines.expected(entity)
+                order = np.argsort(-z, kind="stable")[: self.top_k]
+                sev = severity_of(deviation, self.levels)
+                lead = self.features[int(order[0])]
+                if sev and not (suppressed and lead in suppressed.get(entity, ())):
+                    expected = profiles.expected(entity, cls)
                     findings.append(Finding(
                         self.entity_type, entity, score, threshold, sev, x, expected,
-                        [{"feature": k, "observed": x[k], "expected": expected[k],
-                          "deviation": v} for k, v in top if v > 0],
+                        [{"feature": self.features[int(k)], "observed": x[self.features[int(k)]],
+                          "expected": expected[self.features[int(k)]], "deviation": float(z[k])}
+                         for k in order if z[k] > 0],
                         self.name))
                     alerted = True
-            if self.windows_seen >= self.warmup_windows // 2:
-                # the first scores of a young model are erratic: keep them out of the threshold
-                self.quantile.update(score)
-            self.model.learn_one(x)
-            if not alerted:
-                self.baselines.update(entity, x)
+            if self.model is not None:
+                if self.windows_seen >= self.warmup_windows // 2:
+                    # a young model's first scores are erratic: keep them out of the threshold
+                    self.quantile.update(score)
+                self.model.learn_one(x)
+            profiles.learn(entity, cls, row | x, alerted=alerted)
+        profiles.end_window()
         self.windows_seen += 1
         return findings

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,14 +20,58 @@ ENTITY_FIELDS: dict[str, str] = {
 
 FEATURES: dict[str, tuple[str, ...]] = {
     "source": ("events", "dst_ips", "dst_ports", "denied_share", "bytes_out", "packets_out",
-               "new_peer_share"),
-    "service": ("events", "src_ips", "packets", "bytes", "failed_share"),
+               "new_peer_share", "denied", "new_peers", "new_external_peers"),
+    "service": ("events", "src_ips", "packets", "bytes", "failed_share", "first_seen"),
     "rule": ("hits", "denied_share"),
     "host": ("events", "denied"),
 }
 
+#: How each feature is modelled (see ml.detectors.EntityProfiles):
+#: ``volume`` counts and volumes on a log scale; ``share`` a share of ``SHARE_BASIS``;
+#: ``count`` a count of rare events (Poisson, per entity); ``novelty`` something the whole
+#: estate has never seen (Poisson, at the rate of its entity class).
+FEATURE_KINDS: dict[str, dict[str, str]] = {
+    "source": {"denied_share": "share", "new_peer_share": "share", "denied": "count",
+               "new_peers": "count", "new_external_peers": "novelty"},
+    "service": {"failed_share": "share", "first_seen": "novelty"},
+    "rule": {"denied_share": "share"},
+    "host": {},
+}
+
+#: The count a share is taken of (its evidence: 1 denied of 1 event says little).
+SHARE_BASIS: dict[str, dict[str, str]] = {
+    "source": {"denied_share": "events", "new_peer_share": "peers"},
+    "service": {"failed_share": "events"},
+    "rule": {"denied_share": "hits"},
+    "host": {},
+}
+
+#: Features that say the same thing twice (a count and its share, bytes and packets): the
+#: evidence of separate families is combined, within a family only the strongest counts.
+FEATURE_FAMILY: dict[str, str] = {
+    "dst_ips": "fan_out", "dst_ports": "fan_out", "src_ips": "fan_in",
+    "denied": "denied", "denied_share": "denied",
+    "bytes_out": "volume", "packets_out": "volume", "bytes": "volume", "packets": "volume",
+    "new_peers": "new_peers", "new_peer_share": "new_peers",
+}
+
+#: Volume below which a rise counts only in part (``v / (v + scale)``): 81 bytes where there
+#: were none is not an incident, 450 MB is.
+VOLUME_EVIDENCE: dict[str, float] = {
+    "events": 3, "hits": 3, "denied": 3, "dst_ips": 2, "dst_ports": 2, "src_ips": 2,
+    "bytes": 5000, "bytes_out": 5000, "packets": 50, "packets_out": 50,
+}
+
 #: Features that are shares in [0, 1]; all others are counts or volumes.
-SHARE_FEATURES = frozenset({"denied_share", "new_peer_share", "failed_share"})
+SHARE_FEATURES = frozenset(f for kinds in FEATURE_KINDS.values()
+                           for f, k in kinds.items() if k == "share")
+
+#: The estate's own address space by default (``[run] internal_networks``).
+INTERNAL_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+#: Addresses that are neither internal nor external: unspecified, loopback, link-local,
+#: multicast and broadcast.
+LOCAL_NETWORKS = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4",
+                  "255.255.255.255/32", "::/128", "::1/128", "fe80::/10", "ff00::/8")
 
 DENIED = {"term": {"event.type": "denied"}}
 #: An attempt that did not become a conversation: denied, SYN only, or a tiny TCP flow.
@@ -40,6 +86,58 @@ FAILED = {
         "minimum_should_match": 1,
     }
 }
+
+
+def feature_kind(entity_type: str, feature: str) -> str:
+    """``volume``, ``share``, ``count`` or ``novelty``.
+
+    >>> feature_kind("source", "bytes_out"), feature_kind("service", "first_seen")
+    ('volume', 'novelty')
+    """
+    return FEATURE_KINDS.get(entity_type, {}).get(feature, "volume")
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(cidrs: tuple[str, ...]) -> tuple:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+@functools.lru_cache(maxsize=200_000)
+def address_class(ip: str, internal: tuple[str, ...] = INTERNAL_NETWORKS) -> str:
+    """``internal``, ``local`` or ``external`` for an address (``other`` if not an address).
+
+    >>> address_class("10.1.2.3"), address_class("224.0.0.1"), address_class("8.8.8.8")
+    ('internal', 'local', 'external')
+    """
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return "other"
+    if any(addr in n for n in _networks(tuple(internal)) if n.version == addr.version):
+        return "internal"
+    if any(addr in n for n in _networks(LOCAL_NETWORKS) if n.version == addr.version):
+        return "local"
+    return "external"
+
+
+def entity_class(entity_type: str, entity: str, x: Mapping,
+                 internal: tuple[str, ...] = INTERNAL_NETWORKS) -> str:
+    """The population an entity is compared with while it has no history of its own.
+
+    Sources by their address (an internal VM is not an internet client); services by their
+    address and whether internal sources use them (``external<internal`` is egress).
+
+    >>> entity_class("source", "10.0.0.5", {})
+    'internal'
+    >>> entity_class("service", "8.8.8.8:53", {"from_inside": 3})
+    'external<internal'
+    """
+    if entity_type == "source":
+        return address_class(entity, internal)
+    if entity_type == "service":
+        side = address_class(entity.rsplit(":", 1)[0], internal)
+        return f"{side}<{'internal' if x.get('from_inside', 0) else 'external'}"
+    return entity_type
 
 
 def window_query(start_ms: int, end_ms: int, extra: Sequence[dict] = ()) -> dict:
@@ -87,8 +185,23 @@ def sub_partitions(cardinality: int, workers: int, size: int, slack: float = 1.3
     return max(1, math.ceil(cardinality * slack / max(1, workers) / max(1, size)))
 
 
+def _ip_terms(field: str, cidrs: Sequence[str]) -> dict:
+    return {"terms": {field: list(cidrs)}}
+
+
+def external_filter(field: str, internal: Sequence[str] = INTERNAL_NETWORKS) -> dict:
+    """Query for events whose ``field`` is an external address (not internal, not local).
+
+    >>> external_filter("destination.ip", ["10.0.0.0/8"])["bool"]["must_not"][0]
+    {'terms': {'destination.ip': ['10.0.0.0/8']}}
+    """
+    return {"bool": {"filter": [{"exists": {"field": field}}],
+                     "must_not": [_ip_terms(field, internal), _ip_terms(field, LOCAL_NETWORKS)]}}
+
+
 def entity_aggs(entity_type: str, *, size: int, include: dict | None = None,
-                peer_sample: int = 10, ports_per_service: int = 20) -> dict:
+                peer_sample: int = 20, ports_per_service: int = 20,
+                internal: Sequence[str] = INTERNAL_NETWORKS) -> dict:
     """The aggregation that yields the features of every entity of ``entity_type``.
 
     Examples
@@ -101,13 +214,19 @@ def entity_aggs(entity_type: str, *, size: int, include: dict | None = None,
     if include is not None:
         terms["include"] = include
     if entity_type == "source":
+        peers = {"terms": {"field": "destination.ip", "size": peer_sample}}
         sub = {
             "dst_ips": {"cardinality": {"field": "destination.ip"}},
             "dst_ports": {"cardinality": {"field": "destination.port"}},
             "denied": {"filter": DENIED},
-            "bytes_out": {"sum": {"field": "source.bytes"}},
-            "packets_out": {"sum": {"field": "source.packets"}},
-            "peers": {"terms": {"field": "destination.ip", "size": peer_sample}},
+            # bytes and packets sent out of the estate: east-west bulk transfers (backups)
+            # are routine, an internal host sending to the internet is what leaks data
+            "outbound": {"filter": external_filter("destination.ip", internal), "aggs": {
+                "bytes_out": {"sum": {"field": "source.bytes"}},
+                "packets_out": {"sum": {"field": "source.packets"}},
+                "peers": peers}},
+            "internal_peers": {"filter": _ip_terms("destination.ip", internal),
+                               "aggs": {"peers": peers}},
         }
     elif entity_type == "service":
         sub = {"ports": {"terms": {"field": "destination.port", "size": ports_per_service},
@@ -116,6 +235,7 @@ def entity_aggs(entity_type: str, *, size: int, include: dict | None = None,
                              "packets": {"sum": {"field": "network.packets"}},
                              "bytes": {"sum": {"field": "network.bytes"}},
                              "failed": {"filter": FAILED},
+                             "from_inside": {"filter": _ip_terms("source.ip", internal)},
                          }}}
     elif entity_type in ("rule", "host"):
         sub = {"denied": {"filter": DENIED}}
@@ -135,11 +255,17 @@ def _value(agg: Mapping | None) -> float:
     return float(value) if value is not None else 0.0
 
 
+def _peers(agg: Mapping | None) -> list[str]:
+    return [_key(b) for b in (agg or {}).get("peers", {}).get("buckets", [])]
+
+
 def entity_rows(entity_type: str, aggregations: Mapping) -> list[tuple[str, dict]]:
     """Turn the response of :func:`entity_aggs` into ``(entity, features)`` rows, sorted.
 
-    ``new_peer_share`` of a source is left at 0 here: it needs memory across windows,
-    which :class:`PeerMemory` keeps. The sampled peers are returned under ``"_peers"``.
+    The features that need memory across windows (``new_peer_share``, ``new_peers``,
+    ``new_external_peers``, ``first_seen``) are left at 0 here; :class:`NoveltyMemory` and
+    the detector fill them. The sampled peers are returned under ``"_peers"`` (internal)
+    and ``"_external_peers"``.
 
     Examples
     --------
@@ -151,16 +277,22 @@ def entity_rows(entity_type: str, aggregations: Mapping) -> list[tuple[str, dict
     rows: list[tuple[str, dict]] = []
     for bucket in aggregations.get("entities", {}).get("buckets", []):
         entity, n = _key(bucket), float(bucket["doc_count"])
+        denied = float(bucket.get("denied", {}).get("doc_count", 0))
         if entity_type == "source":
+            out = bucket.get("outbound", {})
             rows.append((entity, {
                 "events": n,
                 "dst_ips": _value(bucket.get("dst_ips")),
                 "dst_ports": _value(bucket.get("dst_ports")),
-                "denied_share": bucket.get("denied", {}).get("doc_count", 0) / n if n else 0.0,
-                "bytes_out": _value(bucket.get("bytes_out")),
-                "packets_out": _value(bucket.get("packets_out")),
+                "denied_share": denied / n if n else 0.0,
+                "bytes_out": _value(out.get("bytes_out")),
+                "packets_out": _value(out.get("packets_out")),
                 "new_peer_share": 0.0,
-                "_peers": [_key(b) for b in bucket.get("peers", {}).get("buckets", [])],
+                "denied": denied,
+                "new_peers": 0.0,
+                "new_external_peers": 0.0,
+                "_peers": _peers(bucket.get("internal_peers")),
+                "_external_peers": _peers(out),
             }))
         elif entity_type == "service":
             for port in bucket.get("ports", {}).get("buckets", []):
@@ -171,15 +303,13 @@ def entity_rows(entity_type: str, aggregations: Mapping) -> list[tuple[str, dict
                     "packets": _value(port.get("packets")),
                     "bytes": _value(port.get("bytes")),
                     "failed_share": port.get("failed", {}).get("doc_count", 0) / m if m else 0.0,
+                    "first_seen": 0.0,
+                    "from_inside": float(port.get("from_inside", {}).get("doc_count", 0)),
                 }))
         elif entity_type == "rule":
-            rows.append((entity, {
-                "hits": n,
-                "denied_share": bucket.get("denied", {}).get("doc_count", 0) / n if n else 0.0,
-            }))
+            rows.append((entity, {"hits": n, "denied_share": denied / n if n else 0.0}))
         elif entity_type == "host":
-            rows.append((entity, {
-                "events": n, "denied": float(bucket.get("denied", {}).get("doc_count", 0))}))
+            rows.append((entity, {"events": n, "denied": denied}))
         else:
             raise ValueError(f"unknown entity type {entity_type!r}")
     rows.sort(key=lambda r: r[0])
@@ -236,23 +366,59 @@ class PeerMemory:
         return len(self._seen)
 
 
-def apply_peer_memory(rows: list[tuple[str, dict]], memory: PeerMemory) -> list[tuple[str, dict]]:
-    """Fill ``new_peer_share`` of source rows from ``memory`` and drop the ``_peers`` sample.
+class NoveltyMemory:
+    """What the estate has seen: each entity's internal peers, and every external address
+    any internal host has contacted (both bounded, least recently seen forgotten first).
 
     Examples
     --------
-    >>> rows = [("a", {"new_peer_share": 0.0, "_peers": ["x"]})]
-    >>> apply_peer_memory(rows, PeerMemory())
-    [('a', {'new_peer_share': 1.0})]
+    >>> m = NoveltyMemory()
+    >>> rows = [("10.0.0.1", {"_peers": ["10.0.0.2"], "_external_peers": ["8.8.8.8"]})]
+    >>> m.apply("source", rows)[0][1]["new_external_peers"]
+    1.0
+    >>> m.apply("source", rows)[0][1]["new_external_peers"]
+    0.0
     """
-    out = []
-    for entity, feats in rows:
-        feats = dict(feats)
-        peers = feats.pop("_peers", None)
-        if peers is not None:
-            feats["new_peer_share"] = memory.observe(entity, peers)
-        out.append((entity, feats))
-    return out
+
+    def __init__(self, max_peers: int = 256, max_entities: int = 200_000,
+                 max_external: int = 500_000, internal: tuple[str, ...] = INTERNAL_NETWORKS):
+        self.peers = PeerMemory(max_peers=max_peers, max_entities=max_entities)
+        self.external: OrderedDict[str, None] = OrderedDict()
+        self.max_external = max_external
+        self.internal = tuple(internal)
+
+    def _new_external(self, addresses: Iterable[str]) -> int:
+        new = 0
+        for a in addresses:
+            if a in self.external:
+                self.external.move_to_end(a)
+                continue
+            new += 1
+            self.external[a] = None
+            if len(self.external) > self.max_external:
+                self.external.popitem(last=False)
+        return new
+
+    def apply(self, entity_type: str, rows: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+        """Fill the novelty features of source rows, drop the peer samples; add ``_class``."""
+        out = []
+        for entity, feats in rows:
+            feats = dict(feats)
+            peers = feats.pop("_peers", None)
+            external = feats.pop("_external_peers", None) or []
+            feats["_class"] = entity_class(entity_type, entity, feats, self.internal)
+            if peers is not None:
+                before = len(peers)
+                share = self.peers.observe(entity, peers)
+                feats["new_peer_share"] = share
+                feats["new_peers"] = round(share * before)
+                feats["peers"] = float(before)
+            if entity_type == "source":
+                # an internal host reaching an address no internal host has reached before
+                inside = feats["_class"] == "internal"
+                feats["new_external_peers"] = float(self._new_external(external)) if inside else 0.0
+            out.append((entity, feats))
+        return out
 
 
 # --- seed 003: global per-port vectors -------------------------------------------------------

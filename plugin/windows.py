@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -38,14 +39,15 @@ class RunSettings:
     lag_ms: int = 30_000
     poll_s: float = 10.0
     warmup_windows: int = 60
-    detector: str = "loda"
+    detector: str = "profile"
     #: per entity type detector, overriding ``detector`` (``[run.detectors]``)
     detectors: tuple = ()
     quantile: float = 0.99
-    levels: tuple = (4.0, 6.0, 10.0, 20.0)
+    levels: tuple = (3.0, 3.7, 6.0, 10.0)
     entity_types: tuple = ("source", "service", "rule", "host")
     max_buckets: int = 5000
-    peer_sample: int = 10
+    peer_sample: int = 20
+    internal_networks: tuple = F.INTERNAL_NETWORKS
     ports_per_service: int = 20
     top_ports: int = 15
     autoencoder: bool = True
@@ -76,6 +78,8 @@ class RunSettings:
             entity_types=tuple(run.get("entity_types", d.entity_types)),
             max_buckets=int(run.get("max_buckets", d.max_buckets)),
             peer_sample=int(run.get("peer_sample", d.peer_sample)),
+            internal_networks=tuple(str(n) for n in run.get("internal_networks",
+                                                          d.internal_networks)),
             ports_per_service=int(run.get("ports_per_service", d.ports_per_service)),
             top_ports=int(run.get("top_ports", d.top_ports)),
             autoencoder=bool(run.get("autoencoder", d.autoencoder)),
@@ -86,6 +90,12 @@ class RunSettings:
             retry_max_s=parse_duration(run.get("retry_max", "30s")),
             seed=int(run.get("seed", d.seed)),
         )
+        for net in kw["internal_networks"]:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(f"[run] internal_networks has {net!r}, not a network",
+                                  hint='e.g. internal_networks = ["10.0.0.0/8"]') from None
         unknown = set(kw["entity_types"]) - set(F.ENTITY_FIELDS)
         if unknown:
             raise ConfigError(f"[run] entity_types has unknown types {sorted(unknown)}",
@@ -111,7 +121,7 @@ class RunState:
     """Everything a worker learns; pickled into its checkpoint after every window."""
 
     detectors: dict
-    peers: F.PeerMemory
+    novelty: F.NoveltyMemory
     src_ports: list = field(default_factory=list)
     dst_ports: list = field(default_factory=list)
     vectors: deque = field(default_factory=deque)
@@ -167,7 +177,8 @@ class WindowRunner:
                                   warmup_windows=self.s.warmup_windows, levels=self.s.levels,
                                   seed=self.s.seed)
                 for t in self.s.entity_types}
-        return RunState(dets, F.PeerMemory(), vectors=deque(maxlen=self.s.ae_history_windows))
+        return RunState(dets, F.NoveltyMemory(internal=self.s.internal_networks),
+                        vectors=deque(maxlen=self.s.ae_history_windows))
 
     def load(self) -> Checkpoint | None:
         cp = self.retry("reading the checkpoint", lambda: load_checkpoint(
@@ -212,7 +223,8 @@ class WindowRunner:
                 resp = self.store.aggregate(self.events, F.entity_aggs(
                     etype, size=self.s.max_buckets, include=include,
                     peer_sample=self.s.peer_sample,
-                    ports_per_service=self.s.ports_per_service), query=q)
+                    ports_per_service=self.s.ports_per_service,
+                    internal=self.s.internal_networks), query=q)
                 if F.truncated(resp):
                     log.warning("window %s: %s entities truncated (%d events left out); raise "
                                 "[run] max_buckets", start_ms, etype, F.truncated(resp))
@@ -235,8 +247,7 @@ class WindowRunner:
         docs = []
         for etype, rows in data["rows"].items():
             det: WindowDetector = state.detectors[etype]
-            if etype == "source":
-                rows = F.apply_peer_memory(rows, state.peers)
+            rows = state.novelty.apply(etype, rows)
             sup = {e: feats for (d, t, e), feats in data["suppressed"].items()
                    if d == det.name and t == etype}
             for f in det.process(rows, suppressed=sup):

@@ -49,7 +49,7 @@ from plugin.windows import AE_DETECTOR, RunSettings, WindowRunner, window_bounds
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY_MS = 86_400_000
-KINDS = ("hst", "loda", "baseline")
+KINDS = ("profile", "hst", "baseline")
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -155,12 +155,10 @@ def replay(reads: list, settings: RunSettings, etype: str, kind: str) -> list[di
     det = WindowDetector(etype, F.FEATURES[etype], kind=kind, q=settings.quantile,
                          warmup_windows=settings.warmup_windows, levels=settings.levels,
                          seed=settings.seed)
-    peers = F.PeerMemory()
+    novelty = F.NoveltyMemory(internal=settings.internal_networks)
     docs = []
     for start, end, data in reads:
-        rows = data["rows"].get(etype, [])
-        if etype == "source":
-            rows = F.apply_peer_memory(rows, peers)
+        rows = novelty.apply(etype, data["rows"].get(etype, []))
         for f in det.process(rows):
             docs.append(anomaly_document(f, start, end, kind=kind))
     return docs

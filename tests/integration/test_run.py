@@ -131,7 +131,8 @@ def test_backfill_reports_the_scanner_and_only_once_per_window(dataset):
         assert scanner, docs
         assert scanner[0]["window"]["start"] == iso(T0 + SCAN_WINDOW * MIN)
         assert scanner[0]["anomaly"]["severity"] in ("medium", "high", "critical")
-        assert scanner[0]["contributions"][0]["feature"] in ("dst_ports", "events", "denied_share")
+        assert scanner[0]["contributions"][0]["feature"] in ("dst_ports", "events", "denied_share",
+                                                            "denied")
         assert SCANNER in scanner[0]["drilldown"]["kql"]
         hits = store.count(f"logs-fwsiem.{dataset['prefix']}-events",
                            scanner[0]["drilldown"]["query"])

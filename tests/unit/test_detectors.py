@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+from ml import features as F
 from ml.autoencoder import PortVectorAutoencoder
 from ml.detectors import BaselineDeviation, WindowDetector, make_pipeline
 
@@ -112,3 +113,110 @@ def test_autoencoder_flags_a_flood_vector_and_follows_sklearn_conventions():
     assert (ae.predict(X) == 1).mean() > 0.95
     assert ae.reconstruction_error(flood)[0] > ae.threshold_
     assert np.argmax(ae.feature_errors(flood)[0]) == 2
+
+
+# -- profiles: what is normal per entity and per class ------------------------------------------
+
+SRC = list(F.FEATURES["source"])
+
+
+def vm_row(rng, i, **extra):
+    row = {"events": rng.randint(8, 14), "dst_ips": rng.randint(2, 4), "dst_ports": 2,
+           "denied_share": 0.0, "bytes_out": rng.randint(2000, 4000), "packets_out": 20,
+           "new_peer_share": 0.0, "denied": 0, "new_peers": 0, "new_external_peers": 0,
+           "peers": 3, "_class": "internal"}
+    row.update(extra)
+    return (f"10.0.0.{i}", row)
+
+
+def client_row(rng, i):
+    # internet clients: now and then one is refused, or reaches a web server it never used
+    denied, new = int(rng.random() < 0.2), int(rng.random() < 0.3)
+    return (f"81.2.0.{i}", {"events": 1 + denied, "dst_ips": 1, "dst_ports": 1,
+                            "denied_share": denied / (1 + denied), "bytes_out": 0,
+                            "packets_out": 0, "new_peer_share": float(new), "denied": denied,
+                            "new_peers": new, "new_external_peers": 0, "peers": 1,
+                            "_class": "external"})
+
+
+def estate(rng, w):
+    return [vm_row(rng, i) for i in range(20)] + [client_row(rng, (w * 7 + i) % 200)
+                                                   for i in range(10)]
+
+
+def warm_source_detector(windows=300, seed=0):
+    det = WindowDetector("source", SRC, warmup_windows=30)
+    rng = random.Random(seed)
+    for w in range(windows):
+        assert [f for f in det.process(estate(rng, w)) if f.severity != "low"] == []
+    return det, rng
+
+
+def test_a_new_internet_source_probing_hosts_is_compared_with_other_internet_sources():
+    det, rng = warm_source_detector()
+    # three denied attempts, each to an internal host it never reached: no single feature is
+    # extreme, together they are (a slow horizontal scan)
+    probe = ("45.95.168.7", {"events": 3, "dst_ips": 3, "dst_ports": 1, "denied_share": 1.0,
+                             "bytes_out": 0, "packets_out": 0, "new_peer_share": 1.0,
+                             "denied": 3, "new_peers": 3, "new_external_peers": 0, "peers": 3,
+                             "_class": "external"})
+    found = det.process(estate(rng, 300) + [probe])
+    assert [f.entity for f in found if f.severity != "low"] == ["45.95.168.7"]
+    assert {c["feature"] for c in found[0].contributors} & {"new_peers", "denied"}
+
+
+def test_a_volume_seen_before_is_not_news_but_a_new_record_is():
+    det = WindowDetector("source", SRC, warmup_windows=30)
+    rng = random.Random(1)
+    reported = []
+    for w in range(600):
+        rows = estate(rng, w)
+        if w % 100 == 50:   # a nightly transfer out of the estate, always about 40 MB
+            rows[0] = vm_row(rng, 0, bytes_out=40_000_000, packets_out=30_000)
+        reported += [(w, f.entity) for f in det.process(rows) if f.severity != "low"]
+    assert all(w < 100 for w, _ in reported)   # at most the first one
+    leak = vm_row(rng, 0, bytes_out=4_000_000_000, packets_out=3_000_000)
+    found = det.process([leak] + estate(rng, 600)[1:])
+    assert [(f.entity, f.contributors[0]["feature"]) for f in found] in (
+        [("10.0.0.0", "bytes_out")], [("10.0.0.0", "packets_out")])
+
+
+def test_a_tiny_volume_where_there_was_none_is_not_reported_but_a_large_one_is():
+    det = WindowDetector("source", SRC, warmup_windows=30)
+    rng = random.Random(1)
+    for w in range(300):   # 10.0.0.3 never sends anything out of the estate
+        rows = estate(rng, w)
+        rows[3] = vm_row(rng, 3, bytes_out=0, packets_out=0)
+        det.process(rows)
+    rows = estate(rng, 300)
+    rows[3] = vm_row(rng, 3, bytes_out=300, packets_out=3)
+    assert [f for f in det.process(rows) if f.severity != "low"] == []
+    rows[3] = vm_row(rng, 3, bytes_out=90_000_000, packets_out=70_000)
+    assert [f.entity for f in det.process(rows) if f.severity != "low"] == ["10.0.0.3"]
+
+
+def test_first_contact_with_an_external_address_depends_on_how_rare_that_is():
+    quiet, rng = warm_source_detector(seed=2)
+    first = vm_row(rng, 4, new_external_peers=1)
+    rows = estate(rng, 300)
+    rows[4] = first
+    assert [f.entity for f in quiet.process(rows) if f.severity != "low"] == ["10.0.0.4"]
+    # where hosts reach new addresses all the time, one more is not an anomaly
+    busy = WindowDetector("source", SRC, warmup_windows=30)
+    rng = random.Random(2)
+    for w in range(300):
+        rows = estate(rng, w)
+        rows[w % 20] = vm_row(rng, w % 20, new_external_peers=1)
+        busy.process(rows)
+    rows = estate(rng, 300)
+    rows[4] = first
+    assert [f for f in busy.process(rows) if f.severity != "low"] == []
+
+
+def test_rare_denied_attempts_are_judged_by_the_entitys_own_rate():
+    det, rng = warm_source_detector(seed=3)
+    rows = estate(rng, 300)
+    rows[5] = vm_row(rng, 5, denied=6, denied_share=0.5)
+    found = det.process(rows)
+    assert [f.entity for f in found if f.severity != "low"] == ["10.0.0.5"]
+    assert found[0].contributors[0]["feature"] in ("denied", "denied_share")

@@ -7,32 +7,76 @@ import numpy as np
 from ml import features as F
 
 
-def source_bucket(ip, n, denied, dst_ips, dst_ports, peers):
+def source_bucket(ip, n, denied, dst_ips, dst_ports, peers, external=(), out_bytes=1000.0):
     return {"key": ip, "doc_count": n, "denied": {"doc_count": denied},
             "dst_ips": {"value": dst_ips}, "dst_ports": {"value": dst_ports},
-            "bytes_out": {"value": 1000.0}, "packets_out": {"value": 10.0},
-            "peers": {"buckets": [{"key": p, "doc_count": 1} for p in peers]}}
+            "outbound": {"doc_count": len(external), "bytes_out": {"value": out_bytes},
+                         "packets_out": {"value": 10.0},
+                         "peers": {"buckets": [{"key": p, "doc_count": 1} for p in external]}},
+            "internal_peers": {"doc_count": len(peers),
+                               "peers": {"buckets": [{"key": p, "doc_count": 1} for p in peers]}}}
 
 
-def test_source_rows_carry_fan_out_and_denied_share():
+def test_source_rows_carry_fan_out_denied_and_outbound_volume():
     resp = {"entities": {"buckets": [source_bucket("10.0.0.9", 200, 150, 1, 180, ["10.0.1.1"]),
-                                     source_bucket("10.0.0.1", 10, 0, 2, 2, ["10.0.1.2"])]}}
+                                     source_bucket("10.0.0.1", 10, 0, 2, 2, ["10.0.1.2"],
+                                                   ["8.8.8.8"], out_bytes=5e8)]}}
     rows = F.entity_rows("source", resp)
     assert [e for e, _ in rows] == ["10.0.0.1", "10.0.0.9"]  # sorted, deterministic
     scanner = dict(rows)["10.0.0.9"]
     assert scanner["events"] == 200 and scanner["dst_ports"] == 180
-    assert scanner["denied_share"] == 150 / 200
+    assert scanner["denied_share"] == 150 / 200 and scanner["denied"] == 150
     assert set(F.FEATURES["source"]) <= set(scanner)
+    sender = dict(rows)["10.0.0.1"]
+    assert sender["bytes_out"] == 5e8
+    assert sender["_peers"] == ["10.0.1.2"] and sender["_external_peers"] == ["8.8.8.8"]
 
 
-def test_new_peer_share_counts_only_peers_never_seen_before():
-    memory = F.PeerMemory()
-    first = F.apply_peer_memory([("a", {"_peers": ["x", "y"], "new_peer_share": 0.0})], memory)
-    second = F.apply_peer_memory([("a", {"_peers": ["x", "y", "z", "w"],
-                                         "new_peer_share": 0.0})], memory)
-    assert first[0][1]["new_peer_share"] == 1.0
-    assert second[0][1]["new_peer_share"] == 0.5
-    assert "_peers" not in second[0][1]
+def test_outbound_volume_and_peer_samples_split_internal_from_external_destinations():
+    aggs = F.entity_aggs("source", size=10, internal=["10.0.0.0/8"])["entities"]["aggs"]
+    outbound = aggs["outbound"]["filter"]["bool"]
+    assert {"terms": {"destination.ip": ["10.0.0.0/8"]}} in outbound["must_not"]
+    assert {"terms": {"destination.ip": list(F.LOCAL_NETWORKS)}} in outbound["must_not"]
+    assert aggs["internal_peers"]["filter"] == {"terms": {"destination.ip": ["10.0.0.0/8"]}}
+    svc = F.entity_aggs("service", size=10, internal=["10.0.0.0/8"])["entities"]["aggs"]
+    assert svc["ports"]["aggs"]["from_inside"]["filter"] == {
+        "terms": {"source.ip": ["10.0.0.0/8"]}}
+
+
+def test_address_and_entity_classes():
+    assert F.address_class("10.1.2.3") == "internal"
+    assert F.address_class("fd00::5") == "internal"
+    assert F.address_class("192.0.2.7") == "external"  # a documentation range is not inside
+    assert F.address_class("ff02::1") == "local" and F.address_class("169.254.1.1") == "local"
+    assert F.address_class("8.8.8.8", ("8.8.8.0/24",)) == "internal"
+    assert F.entity_class("source", "81.2.3.4", {}) == "external"
+    assert F.entity_class("service", "10.0.0.5:22", {"from_inside": 0}) == "internal<external"
+    assert F.entity_class("service", "8.8.8.8:53", {"from_inside": 2}) == "external<internal"
+    assert F.entity_class("rule", "1001", {}) == "rule"
+
+
+def test_new_peers_count_only_peers_never_seen_before():
+    memory = F.NoveltyMemory()
+    first = memory.apply("source", [("10.0.0.1", {"_peers": ["10.0.0.2", "10.0.0.3"]})])
+    second = memory.apply("source", [("10.0.0.1", {"_peers": ["10.0.0.2", "10.0.0.3",
+                                                             "10.0.0.4", "10.0.0.5"]})])
+    assert first[0][1]["new_peer_share"] == 1.0 and first[0][1]["new_peers"] == 2
+    assert second[0][1]["new_peer_share"] == 0.5 and second[0][1]["new_peers"] == 2
+    assert second[0][1]["peers"] == 4 and "_peers" not in second[0][1]
+    assert second[0][1]["_class"] == "internal"
+
+
+def test_new_external_peers_are_new_to_the_whole_estate_and_only_for_internal_sources():
+    memory = F.NoveltyMemory()
+    a = memory.apply("source", [("10.0.0.1", {"_external_peers": ["203.0.113.9"]})])
+    b = memory.apply("source", [("10.0.0.2", {"_external_peers": ["203.0.113.9", "8.8.8.8"]})])
+    # an internet client's own peers are not "external destinations reached from inside"
+    c = memory.apply("source", [("81.2.3.4", {"_external_peers": ["198.51.100.1"]})])
+    d = memory.apply("source", [("10.0.0.3", {"_external_peers": ["198.51.100.1"]})])
+    assert a[0][1]["new_external_peers"] == 1
+    assert b[0][1]["new_external_peers"] == 1     # 203.0.113.9 was reached by 10.0.0.1
+    assert c[0][1]["new_external_peers"] == 0
+    assert d[0][1]["new_external_peers"] == 1
 
 
 def test_peer_memory_stays_bounded():
