@@ -423,17 +423,29 @@ class NoveltyMemory:
 
 # --- seed 003: global per-port vectors -------------------------------------------------------
 
+#: Source ports at or above this are ephemeral (the client side of a session): which of them
+#: is busy is chance, so they never enter the port vector.
+EPHEMERAL_PORTS = 32768
+
+
 def top_ports_aggs(n: int = 15) -> dict:
     """Top ``n`` source and destination ports by packets (the vector's fixed port set).
+
+    Source ports are taken below :data:`EPHEMERAL_PORTS`: a client's ephemeral port says
+    nothing, while a service answering from its own port (DNS, NTP) does.
 
     Examples
     --------
     >>> top_ports_aggs(3)["dst"]["terms"]["size"]
     3
+    >>> top_ports_aggs(3)["src"]["filter"]
+    {'range': {'source.port': {'lt': 32768}}}
     """
     order = {"packets": "desc"}
     sub = {"packets": {"sum": {"field": "network.packets", "missing": 1}}}
-    return {"src": {"terms": {"field": "source.port", "size": n, "order": order}, "aggs": sub},
+    return {"src": {"filter": {"range": {"source.port": {"lt": EPHEMERAL_PORTS}}}, "aggs": {
+                "ports": {"terms": {"field": "source.port", "size": n, "order": order},
+                          "aggs": sub}}},
             "dst": {"terms": {"field": "destination.port", "size": n, "order": order},
                     "aggs": sub}}
 
@@ -443,10 +455,11 @@ def top_ports(aggregations: Mapping) -> tuple[list[int], list[int]]:
 
     Examples
     --------
-    >>> top_ports({"src": {"buckets": [{"key": 53}]}, "dst": {"buckets": [{"key": 443}]}})
+    >>> top_ports({"src": {"ports": {"buckets": [{"key": 53}]}},
+    ...            "dst": {"buckets": [{"key": 443}]}})
     ([53], [443])
     """
-    return ([int(b["key"]) for b in aggregations["src"]["buckets"]],
+    return ([int(b["key"]) for b in aggregations["src"]["ports"]["buckets"]],
             [int(b["key"]) for b in aggregations["dst"]["buckets"]])
 
 

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import logging
+import os
 import pickle
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
-from plugin.errors import ArtifactIntegrityError, EngineUnavailable
+from plugin.errors import ArtifactIntegrityError, ConfigError, EngineUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+#: Where the key that signs this machine's checkpoints lives unless ``[run] state_key_file``
+#: says otherwise.
+DEFAULT_KEY_FILE = "~/.config/fwsiem/run-state.key"
 
 
 def checkpoint_id(partition: int, partitions: int) -> str:
@@ -26,19 +32,50 @@ def checkpoint_id(partition: int, partitions: int) -> str:
     return f"run-checkpoint-{partition}-of-{partitions}"
 
 
-def encode_state(state: Any) -> tuple[str, str]:
-    """Pickle, compress and base64 the state; also return its sha256 (hex)."""
+def state_key(path: str | os.PathLike = "") -> bytes:
+    """The local secret that signs checkpoints; created (32 random bytes, mode 0600) if missing.
+
+    The models' state is a pickle, and unpickling runs code: a checkpoint is loaded only when
+    its HMAC under this key matches, so write access to the state index is not enough to make
+    the sidecar run anything.
+    """
+    file = Path(os.path.expanduser(str(path) or DEFAULT_KEY_FILE))
+    try:
+        if not file.exists():
+            file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(os.urandom(32).hex() + "\n")
+        text = file.read_text().strip()
+    except FileExistsError:      # another worker created it a moment ago
+        text = file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read or create the run-state key {file}: {exc.strerror}",
+                          hint="set [run] state_key_file to a writable path") from None
+    if len(text) < 32:
+        raise ConfigError(f"the run-state key {file} is too short",
+                          hint="delete it to have a new one made (existing checkpoints are then "
+                               "refused and start afresh once deleted)")
+    if file.stat().st_mode & 0o077:
+        log.warning("the run-state key %s is readable by other users; chmod 600 it", file)
+    return text.encode()
+
+
+def encode_state(state: Any, key: bytes) -> tuple[str, str]:
+    """Pickle, compress and base64 the state; also return its HMAC-SHA256 under ``key``."""
     raw = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 6)
-    return base64.b64encode(raw).decode("ascii"), hashlib.sha256(raw).hexdigest()
+    return base64.b64encode(raw).decode("ascii"), hmac.new(key, raw, hashlib.sha256).hexdigest()
 
 
-def decode_state(blob: str, sha256: str, where: str) -> Any:
+def decode_state(blob: str, mac: str, key: bytes, where: str) -> Any:
     raw = base64.b64decode(blob)
-    if hashlib.sha256(raw).hexdigest() != sha256:
+    if not hmac.compare_digest(hmac.new(key, raw, hashlib.sha256).hexdigest(), mac or ""):
         raise ArtifactIntegrityError(
-            f"the run state in {where} does not match its sha256",
-            hint="it was changed or truncated; delete that document to start the models afresh")
-    return pickle.loads(zlib.decompress(raw))  # noqa: S301 - our own state, hash-checked
+            f"the run state in {where} is not signed by this machine's run-state key",
+            hint="a worker that moved machines needs its key file ([run] state_key_file); "
+                 "otherwise the state was changed: delete that document to start the models "
+                 "afresh")
+    return pickle.loads(zlib.decompress(raw))  # noqa: S301 - our own state, HMAC-checked
 
 
 @dataclass
@@ -52,21 +89,28 @@ class Checkpoint:
     state: Any
 
 
-def load_checkpoint(store, index: str, partition: int, partitions: int) -> Checkpoint | None:
+def load_checkpoint(store, index: str, partition: int, partitions: int,
+                    key: bytes) -> Checkpoint | None:
     """The worker's last checkpoint, or ``None`` when it never finished a window."""
     _id = checkpoint_id(partition, partitions)
     doc = store.get_doc(index, _id) if store.exists(index) else None
     if not doc:
         return None
     run = doc["run"]
-    state = decode_state(run["state"], run["state_sha256"], f"{index}/{_id}")
+    if int(run.get("state_format", 1)) != STATE_FORMAT:
+        raise ArtifactIntegrityError(
+            f"the run state in {index}/{_id} has format {run.get('state_format', 1)}, this "
+            f"fwsiem reads {STATE_FORMAT}",
+            hint="delete that document to start the models afresh")
+    state = decode_state(run["state"], run.get("state_hmac", ""), key, f"{index}/{_id}")
     return Checkpoint(int(run["window_end_ms"]), int(run["window_ms"]),
                       int(run["windows_done"]), run["chain"], state)
 
 
-def save_checkpoint(store, index: str, partition: int, partitions: int, cp: Checkpoint) -> None:
+def save_checkpoint(store, index: str, partition: int, partitions: int, cp: Checkpoint,
+                    key: bytes) -> None:
     """Save in a single document write, so a kill leaves either the old or the new one."""
-    blob, sha = encode_state(cp.state)
+    blob, mac = encode_state(cp.state, key)
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     doc = {
         "@timestamp": now,
@@ -80,7 +124,7 @@ def save_checkpoint(store, index: str, partition: int, partitions: int, cp: Chec
             "windows_done": cp.windows_done,
             "chain": cp.chain,
             "state_format": STATE_FORMAT,
-            "state_sha256": sha,
+            "state_hmac": mac,
             "state_bytes": len(blob),
             "state": blob,
         },

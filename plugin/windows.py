@@ -22,6 +22,7 @@ from plugin.checkpoint import (
     load_checkpoint,
     next_chain,
     save_checkpoint,
+    state_key,
 )
 from plugin.config import parse_duration
 from plugin.errors import ConfigError, EngineRequestError
@@ -57,6 +58,7 @@ class RunSettings:
     feedback_ttl_s: float = 7 * 86400
     retry_max_s: float = 30.0
     seed: int = 42
+    state_key_file: str = ""
 
     @classmethod
     def from_config(cls, config) -> RunSettings:
@@ -89,6 +91,7 @@ class RunSettings:
             feedback_ttl_s=parse_duration(run.get("feedback_ttl", "7d")),
             retry_max_s=parse_duration(run.get("retry_max", "30s")),
             seed=int(run.get("seed", d.seed)),
+            state_key_file=str(run.get("state_key_file", d.state_key_file)),
         )
         for net in kw["internal_networks"]:
             try:
@@ -169,6 +172,7 @@ class WindowRunner:
         self.retry = OutageRetry(store.safe_url, maximum=self.s.retry_max_s, stop=stop)
         self.cp: Checkpoint | None = None
         self.anomalies_written = 0
+        self.key = state_key(self.s.state_key_file)
 
     # -- state --------------------------------------------------------------------------------
     def new_state(self) -> RunState:
@@ -182,7 +186,7 @@ class WindowRunner:
 
     def load(self) -> Checkpoint | None:
         cp = self.retry("reading the checkpoint", lambda: load_checkpoint(
-            self.store, self.state_index, self.partition, self.partitions))
+            self.store, self.state_index, self.partition, self.partitions, self.key))
         if cp is not None and cp.window_ms != self.s.window_ms:
             raise ConfigError(
                 f"the checkpoint in {self.state_index} was made with {cp.window_ms / 1000:g} s "
@@ -310,7 +314,8 @@ class WindowRunner:
                 raise EngineRequestError(
                     f"{len(res.failed)} anomaly documents were refused by {self.anomalies}: "
                     f"{res.failed[0].get('error')}", hint="check the index mapping")
-        save_checkpoint(self.store, self.state_index, self.partition, self.partitions, cp)
+        save_checkpoint(self.store, self.state_index, self.partition, self.partitions, cp,
+                        self.key)
 
     # -- one window ---------------------------------------------------------------------------
     def process(self, start_ms: int, end_ms: int) -> list[dict]:

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from plugin.checkpoint import load_checkpoint
+from plugin.checkpoint import load_checkpoint, state_key
 from plugin.cli import cli
 from plugin.config import load_config
 from plugin.store import Store
@@ -193,7 +193,7 @@ def test_killed_backfill_resumes_with_every_window_exactly_once(os_dataset):
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                cp = load_checkpoint(store, f"{killed}-state", 0, 1)
+                cp = load_checkpoint(store, f"{killed}-state", 0, 1, state_key())
             except Exception:  # the index may not exist yet
                 cp = None
             done = cp.windows_done if cp else 0
@@ -206,8 +206,8 @@ def test_killed_backfill_resumes_with_every_window_exactly_once(os_dataset):
         assert 10 <= done < 24
         res = run_cli(env, *args)
         assert res.exit_code == 0, res.output
-        a = load_checkpoint(store, f"{ref}-state", 0, 1)
-        b = load_checkpoint(store, f"{killed}-state", 0, 1)
+        a = load_checkpoint(store, f"{ref}-state", 0, 1, state_key())
+        b = load_checkpoint(store, f"{killed}-state", 0, 1, state_key())
         assert (b.windows_done, b.chain, b.window_end_ms) == (a.windows_done, a.chain, a.window_end_ms)
         assert b.windows_done == 24
         assert anomaly_sources(store, f"{killed}-anomalies") == anomaly_sources(store, f"{ref}-anomalies")
@@ -267,7 +267,7 @@ def test_engine_outage_during_run_loses_no_window(tmp_path):
         done = 0
         while time.monotonic() < deadline and done < 8:
             try:
-                cp = load_checkpoint(store, "outage-state", 0, 1)
+                cp = load_checkpoint(store, "outage-state", 0, 1, state_key())
                 done = cp.windows_done if cp else 0
             except Exception:
                 done = 0
@@ -281,7 +281,7 @@ def test_engine_outage_during_run_loses_no_window(tmp_path):
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
         store = Store.connect(config.engine)
-        cp = load_checkpoint(store, "outage-state", 0, 1)
+        cp = load_checkpoint(store, "outage-state", 0, 1, state_key())
         expected = list(window_bounds(t0, to, win))
         chain = ""
         for s, e in expected:
