@@ -366,12 +366,46 @@ def combined_score(features: Sequence[str], z: np.ndarray) -> float:
     return round(single, 2)
 
 
+class ProfileDetector(AnomalyDetector):
+    """:class:`EntityProfiles` with river's ``learn_one`` / ``score_one``.
+
+    The profiles are per entity and per class, so ``x`` names them in two reserved keys,
+    ``_entity`` and ``_class``; ``_alerted`` on ``learn_one`` keeps an alerted window out of
+    the entity's baseline. The score is :func:`combined_score` of the deviations, which stay
+    available as ``last_deviations`` to explain it.
+
+    Examples
+    --------
+    >>> det = ProfileDetector("rule", ["hits", "denied_share"], min_population=1)
+    >>> for n in (100, 110, 95, 105, 100, 98):
+    ...     det.learn_one({"_entity": "r1", "_class": "rule", "hits": n, "denied_share": 0.0})
+    >>> det.score_one({"_entity": "r1", "_class": "rule", "hits": 50_000,
+    ...                "denied_share": 0.0}) > 4
+    True
+    """
+
+    def __init__(self, entity_type: str, features: Sequence[str], min_population: int = 50):
+        self.entity_type = entity_type
+        self.features = list(features)
+        self.min_population = min_population
+        self.profiles = EntityProfiles(entity_type, self.features, min_population=min_population)
+        self.last_deviations = np.zeros(len(self.features))
+
+    def score_one(self, x: dict) -> float:
+        z, _ = self.profiles.deviations(x["_entity"], x["_class"], x)
+        self.last_deviations = z
+        return combined_score(self.features, z)
+
+    def learn_one(self, x: dict) -> None:
+        self.profiles.learn(x["_entity"], x["_class"], x, alerted=bool(x.get("_alerted")))
+
+
 class WindowDetector:
     """The detector of one entity type: score, explain, threshold and learn, one window at a time.
 
     Each window every entity's features are compared with what is normal for it
     (:class:`EntityProfiles`). With ``kind="profile"`` (the default) that comparison is the
-    score (:func:`combined_score`); with ``hst``, ``loda`` or ``baseline`` a river pipeline
+    score (:class:`ProfileDetector`); with ``hst``, ``loda`` or ``baseline`` a river pipeline
     shared by all entities of the type scores (:func:`make_pipeline`) and the profiles only
     explain. With a river detector the threshold is a running quantile ``q`` of its scores;
     with ``profile`` the profiles themselves adapt (per entity, per class) and the threshold
@@ -420,10 +454,14 @@ class WindowDetector:
         self.warmup_windows = warmup_windows
         self.levels = tuple(levels)
         self.top_k = top_k
-        self.model = None if kind == "profile" else make_pipeline(kind, seed)
+        if kind == "profile":
+            self.model = ProfileDetector(entity_type, self.features, min_population)
+            self.profiles = self.model.profiles
+        else:
+            self.model = make_pipeline(kind, seed)
+            self.profiles = EntityProfiles(entity_type, self.features,
+                                           min_population=min_population)
         self.quantile = stats.Quantile(q)
-        self.profiles = EntityProfiles(entity_type, self.features,
-                                       min_population=min_population)
         self.windows_seen = 0
 
     @property
@@ -439,7 +477,8 @@ class WindowDetector:
         marked false positive: a finding whose leading feature is among them is not reported.
         """
         warm = self.windows_seen >= self.warmup_windows
-        if self.model is None:
+        own = isinstance(self.model, ProfileDetector)
+        if own:
             # the profiles adapt per entity and per class; the lowest level is the threshold
             threshold = self.levels[0] if warm else math.inf
         else:
@@ -452,9 +491,14 @@ class WindowDetector:
             x = {f: float(row.get(f, 0.0)) for f in self.features}
             if "first_seen" in x:
                 x["first_seen"] = 0.0 if profiles.seen(entity) else 1.0
-            z, _ = profiles.deviations(entity, cls, row | x)
-            deviation = combined_score(self.features, z)
-            score = deviation if self.model is None else float(self.model.score_one(x))
+            full = row | x | {"_entity": entity, "_class": cls}
+            if own:
+                score = deviation = self.model.score_one(full)
+                z = self.model.last_deviations
+            else:
+                z, _ = profiles.deviations(entity, cls, full)
+                deviation = combined_score(self.features, z)
+                score = float(self.model.score_one(x))
             alerted = False
             if score >= threshold:
                 order = np.argsort(-z, kind="stable")[: self.top_k]
@@ -469,12 +513,14 @@ class WindowDetector:
                          for k in order if z[k] > 0],
                         self.name))
                     alerted = True
-            if self.model is not None:
+            if own:
+                self.model.learn_one(full | {"_alerted": alerted})
+            else:
                 if self.windows_seen >= self.warmup_windows // 2:
                     # a young model's first scores are erratic: keep them out of the threshold
                     self.quantile.update(score)
                 self.model.learn_one(x)
-            profiles.learn(entity, cls, row | x, alerted=alerted)
+                profiles.learn(entity, cls, full, alerted=alerted)
         profiles.end_window()
         self.windows_seen += 1
         return findings

@@ -131,6 +131,12 @@ def cpu_per_window(store: Store, base, sizes: list[int], args) -> list[dict]:
     return rows
 
 
+def heap_gib(store: Store) -> float:
+    """The engine's JVM heap (largest node), in GiB."""
+    nodes = store.request("GET", "/_nodes/jvm").get("nodes", {})
+    return max((n["jvm"]["mem"]["heap_max_in_bytes"] for n in nodes.values()), default=0) / 2**30
+
+
 def run_cli(env: dict, *args: str) -> tuple[float, float, int, str]:
     """Run ``fwsiem run`` in a subprocess: wall seconds, CPU seconds, peak RSS (MB), stderr."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -244,7 +250,8 @@ def main() -> None:
 
     cmd = f"python scripts/bench_run.py --url {args.url} --write"
     lines = [
-        f"Command: `{cmd}` ({store.flavor} {store.version}, one node, 1 GiB heap, on the same "
+        f"Command: `{cmd}` ({store.flavor} {store.version}, one node, {heap_gib(store):g} GiB "
+        "heap, on the same "
         f"host; machine: 2-core, 24 GiB, shared with other work; date: "
         f"{time.strftime('%Y-%m-%d')}; whole benchmark {time.perf_counter() - t_all:.0f} s).",
         "",

@@ -10,7 +10,7 @@ import pytest
 
 from ml import features as F
 from ml.autoencoder import PortVectorAutoencoder
-from ml.detectors import BaselineDeviation, WindowDetector, make_pipeline
+from ml.detectors import BaselineDeviation, ProfileDetector, WindowDetector, make_pipeline
 
 FEATS = ["events", "dst_ports", "denied_share"]
 
@@ -29,6 +29,26 @@ def test_baseline_deviation_follows_river_conventions():
     fresh = det.clone()
     assert fresh._get_params() == det._get_params() and fresh.score_one({"events": 10}) == 0
     assert det.score_one({"events": 5000}) > det.score_one({"events": 11}) >= 0
+
+
+def test_profile_detector_follows_river_conventions():
+    det = ProfileDetector("source", ["events", "dst_ports"], min_population=5)
+    assert det._get_params() == {"entity_type": "source", "features": ["events", "dst_ports"],
+                                 "min_population": 5}
+    rng = random.Random(0)
+    for w in range(40):
+        for ip in ("10.0.0.1", "10.0.0.2"):
+            x = {"_entity": ip, "_class": "internal", "events": rng.randint(8, 12),
+                 "dst_ports": 2}
+            assert det.learn_one(x) is None
+    fresh = det.clone()
+    assert fresh._get_params() == det._get_params() and len(fresh.profiles) == 0
+    usual = det.score_one({"_entity": "10.0.0.1", "_class": "internal", "events": 10,
+                           "dst_ports": 2})
+    odd = det.score_one({"_entity": "10.0.0.1", "_class": "internal", "events": 9000,
+                         "dst_ports": 900})
+    assert odd > 6 > usual
+    assert det.last_deviations.argmax() in (0, 1)
 
 
 @pytest.mark.parametrize("kind", ["hst", "loda", "baseline"])
