@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
+
+log = logging.getLogger(__name__)
 
 
 class PortVectorAutoencoder(OutlierMixin, BaseEstimator):
@@ -57,7 +63,15 @@ class PortVectorAutoencoder(OutlierMixin, BaseEstimator):
         self.mlp_ = MLPRegressor(hidden_layer_sizes=(self.hidden, self.hidden),
                                  activation="logistic", alpha=self.alpha,
                                  max_iter=self.max_iter, random_state=self.random_state)
-        self.mlp_.fit(Z, Z)
+        with warnings.catch_warnings():
+            # retrained every few hours on a sliding history: a fit that stops at max_iter is
+            # still a usable model, so say so once in the log instead of warning each time
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.mlp_.fit(Z, Z)
+        self.converged_ = self.mlp_.n_iter_ < self.max_iter
+        if not self.converged_:
+            log.info("port-vector autoencoder stopped at max_iter=%d before converging "
+                     "(loss %.4g)", self.max_iter, self.mlp_.loss_)
         errors = self.reconstruction_error(X)
         self.threshold_ = float(np.quantile(errors, self.q) * self.margin)
         self.n_features_in_ = X.shape[1]
