@@ -36,7 +36,7 @@ def test_profile_detector_follows_river_conventions():
     assert det._get_params() == {"entity_type": "source", "features": ["events", "dst_ports"],
                                  "min_population": 5}
     rng = random.Random(0)
-    for w in range(40):
+    for _ in range(40):
         for ip in ("10.0.0.1", "10.0.0.2"):
             x = {"_entity": ip, "_class": "internal", "events": rng.randint(8, 12),
                  "dst_ports": 2}
