@@ -124,6 +124,9 @@ class EntityProfiles:
       tail at the rate such things appeared in the entity's class over the last
       ``rate_windows`` windows.
 
+    An entity's spread is shrunk towards its class's (``variance_prior`` observations' worth),
+    so a short, quiet history does not make every later value look extreme.
+
     An entity with fewer than ``min_history`` observations is compared with its class
     (``ml.features.entity_class``: internal sources with internal sources, egress services
     with egress services) instead of itself.
@@ -143,7 +146,8 @@ class EntityProfiles:
                  min_history: int = 5, min_std: float = 1.0, population_min_std: float = 0.5,
                  share_std: float = 0.1, share_evidence: float = 4.0,
                  peak_margin: float = 0.69, prior_windows: float = 50.0,
-                 rate_windows: int = 1440, min_population: int = 50, min_rate: float = 1e-6):
+                 rate_windows: int = 1440, min_population: int = 50, min_rate: float = 1e-6,
+                 variance_prior: float = 20.0):
         self.entity_type = entity_type
         self.features = list(features)
         kinds = [F.feature_kind(entity_type, f) for f in self.features]
@@ -167,6 +171,7 @@ class EntityProfiles:
         self.rate_windows = rate_windows
         self.min_population = min_population
         self.min_rate = min_rate
+        self.variance_prior = variance_prior
         k = len(self.features)
         self._index: dict[str, int] = {}
         self._mean = np.zeros((0, k))
@@ -220,7 +225,13 @@ class EntityProfiles:
             own = (self._mean[i] * self._rate_n[i] + self.prior_windows * rate) / (
                 self._rate_n[i] + self.prior_windows)
             rate = np.where(self._novel, rate, own)
-            return self._mean[i], self._var[i], self._peak[i], rate, self._floor
+            var = self._var[i]
+            pop = self._population.get(cls)
+            if pop is not None and self.variance_prior > 0:
+                # a short history knows little about its spread: lean on the class's
+                n = float(self._n[i])
+                var = (n * var + self.variance_prior * pop[1]) / (n + self.variance_prior)
+            return self._mean[i], var, self._peak[i], rate, self._floor
         pop = self._population.get(cls)
         if pop is None or pop[2] < self.min_population:
             return None

@@ -240,3 +240,22 @@ def test_rare_denied_attempts_are_judged_by_the_entitys_own_rate():
     found = det.process(rows)
     assert [f.entity for f in found if f.severity != "low"] == ["10.0.0.5"]
     assert found[0].contributors[0]["feature"] in ("denied", "denied_share")
+
+
+def test_a_short_quiet_history_leans_on_its_class_for_the_spread():
+    from ml.detectors import EntityProfiles
+
+    def fed(variance_prior):
+        p = EntityProfiles("service", ["events", "bytes"], min_population=1,
+                           variance_prior=variance_prior)
+        rng = random.Random(6)
+        for i in range(400):   # egress services in general: bytes vary over orders of magnitude
+            p.learn(f"s{i % 40}", "external<internal",
+                    {"events": 2, "bytes": 10 ** rng.uniform(2, 6)})
+        for _ in range(6):     # one mail server seen a few times, always with ~1 kB
+            p.learn("mx:587", "external<internal", {"events": 2, "bytes": 1000})
+        z, known = p.deviations("mx:587", "external<internal", {"events": 2, "bytes": 60_000})
+        return known, float(z[1])
+
+    assert fed(0.0)[0] and fed(0.0)[1] > 3.7          # alone, six quiet windows say "critical"
+    assert fed(20.0)[0] and fed(20.0)[1] < 3.0        # with the class's spread, not even medium
