@@ -63,7 +63,9 @@ def state_key(path: str | os.PathLike = "") -> bytes:
 
 def encode_state(state: Any, key: bytes) -> tuple[str, str]:
     """Pickle, compress and base64 the state; also return its HMAC-SHA256 under ``key``."""
-    raw = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 6)
+    # level 1: the state is written after every window, and level 6 took twice the time of
+    # everything else in the checkpoint for 9% less size
+    raw = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
     return base64.b64encode(raw).decode("ascii"), hmac.new(key, raw, hashlib.sha256).hexdigest()
 
 
