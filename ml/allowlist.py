@@ -14,6 +14,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
+from ml.features import INTERNAL_NETWORKS, address_class
+
 __all__ = [
     "FINE_COLUMNS", "LEVELS", "FEATURE_NAMES", "fine_table_from_events", "fine_table_from_buckets",
     "fine_aggregations", "pair_features", "class_balanced_weights", "split_endpoints",
@@ -46,7 +48,8 @@ BASE_FEATURES = (
 )
 FEATURE_NAMES = [f"{level}.{name}" for level in LEVELS for name in BASE_FEATURES]
 
-DEFAULT_INTERNAL = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+#: The estate's address space unless configured (the same default as `fwsiem run`'s).
+DEFAULT_INTERNAL = INTERNAL_NETWORKS
 
 
 def _flag_mask(flags: pd.Series, letter: str) -> np.ndarray:
@@ -54,19 +57,9 @@ def _flag_mask(flags: pd.Series, letter: str) -> np.ndarray:
 
 
 def _internal_mask(ips: pd.Series, internal: Sequence[str]) -> np.ndarray:
-    nets = [ipaddress.ip_network(n) for n in internal]
-    cache: dict[str, bool] = {}
-
-    def inside(ip: str) -> bool:
-        if ip not in cache:
-            try:
-                a = ipaddress.ip_address(ip)
-                cache[ip] = any(a.version == n.version and a in n for n in nets)
-            except ValueError:
-                cache[ip] = False
-        return cache[ip]
-
-    return ips.astype(str).map(inside).to_numpy(dtype=bool)
+    internal = tuple(internal)
+    return ips.astype(str).map(lambda ip: address_class(ip, internal) == "internal"
+                               ).to_numpy(dtype=bool)
 
 
 def fine_table_from_events(events: pd.DataFrame, internal: Sequence[str] = DEFAULT_INTERNAL

@@ -148,10 +148,8 @@ class EntityProfiles:
                  peak_margin: float = 0.69, prior_windows: float = 50.0,
                  rate_windows: int = 1440, min_population: int = 50, min_rate: float = 1e-6,
                  variance_prior: float = 20.0):
-        self.entity_type = entity_type
         self.features = list(features)
         kinds = [F.feature_kind(entity_type, f) for f in self.features]
-        self.kinds = kinds
         self._vol = np.array([k == "volume" for k in kinds])
         self._share = np.array([k == "share" for k in kinds])
         self._rare = np.array([k in ("count", "novelty") for k in kinds])
@@ -159,8 +157,9 @@ class EntityProfiles:
         self._evidence = np.array([F.VOLUME_EVIDENCE.get(f, 0.0) if k == "volume" else 0.0
                                    for f, k in zip(self.features, kinds, strict=True)])
         basis = F.SHARE_BASIS.get(entity_type, {})
-        self._basis = [basis.get(f) for f in self.features]
+        self._basis = [(j, basis[f]) for j, f in enumerate(self.features) if f in basis]
         self._alpha = np.where(self._rare, rare_alpha, alpha)
+        self._rate_alpha = rare_alpha if self._rare.any() else 0.0
         self.population_alpha = population_alpha
         self.min_history = min_history
         self._floor = np.where(self._share, share_std, min_std)
@@ -205,10 +204,6 @@ class EntityProfiles:
         """Whether ``entity`` was ever observed (its ``first_seen`` is 0)."""
         return entity in self._index
 
-    def known(self, entity: str) -> bool:
-        i = self._index.get(entity)
-        return i is not None and self._n[i] >= self.min_history
-
     def class_rate(self, cls: str) -> np.ndarray:
         """Rate per row of each rare feature in ``cls`` over the last ``rate_windows``."""
         r = self._rates.get(cls)
@@ -251,10 +246,9 @@ class EntityProfiles:
         raw = np.expm1(v)
         weight = np.where(self._evidence > 0, raw / (raw + np.maximum(self._evidence, 1e-9)), 1.0)
         z = np.where(self._vol, z * weight, z)
-        for j, b in enumerate(self._basis):
-            if b is not None:
-                n = float(x.get(b, 0.0))
-                z[j] *= n / (n + self.share_evidence)
+        for j, b in self._basis:
+            n = float(x.get(b, 0.0))
+            z[j] *= n / (n + self.share_evidence)
         if peak is not None:
             z = np.where(gauss & (v <= peak + self.peak_margin), np.minimum(z, 0.0), z)
         lam = np.maximum(rate, self.min_rate)
@@ -289,8 +283,7 @@ class EntityProfiles:
                 self._var[i] = (1 - self._alpha) * (self._var[i] + self._alpha * d * d)
             self._n[i] += 1
             # decayed observation count behind the rare-feature rates (their EW means)
-            a = float(self._alpha[self._rare][0]) if self._rare.any() else 0.0
-            self._rate_n[i] = self._rate_n[i] * (1 - a) + 1
+            self._rate_n[i] = self._rate_n[i] * (1 - self._rate_alpha) + 1
         pop = self._population.get(cls)
         if pop is None:
             self._population[cls] = [v.copy(), np.zeros_like(v), 1]
