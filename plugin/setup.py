@@ -58,14 +58,16 @@ def template_mappings(name: str) -> dict:
 
 
 def pipeline_files(flavor: str | None = None) -> list[Path]:
-    """Every pipeline definition; ``ingest_pipelines/<flavor>/<id>.json`` replaces ``<id>.json``
-    for that flavour where the engines' processors differ."""
-    base = asset_dir("ingest_pipelines")
-    files = {p.stem: p for p in base.glob("*.json") if not p.name.startswith("test-")}
-    if flavor and (base / flavor).is_dir():
-        for p in (base / flavor).glob("*.json"):
-            if p.stem in files:
-                files[p.stem] = p
+    """Every pipeline definition, one folder per format (``ingest_pipelines/<format>/<id>.json``);
+    ``<format>/<flavor>/<id>.json`` replaces ``<id>.json`` for that flavour where the engines'
+    processors differ."""
+    files: dict[str, Path] = {}
+    variants: dict[str, Path] = {}
+    for folder in sorted(p for p in asset_dir("ingest_pipelines").iterdir() if p.is_dir()):
+        files.update((p.stem, p) for p in folder.glob("fwsiem-*.json"))
+        if flavor and (folder / flavor).is_dir():
+            variants.update((p.stem, p) for p in (folder / flavor).glob("fwsiem-*.json"))
+    files.update((k, v) for k, v in variants.items() if k in files)
     return [files[k] for k in sorted(files)]
 
 

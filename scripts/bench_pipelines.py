@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from plugin.lines import line_document
+from plugin.setup import pipeline_files
 
 PIPELINES = Path(__file__).resolve().parents[1] / "ingest_pipelines"
 
@@ -27,11 +28,11 @@ def main() -> None:
                         help="unmeasured _simulate requests per format before timing")
     args = parser.parse_args()
     session = requests.Session()
-    for path in sorted(p for p in PIPELINES.glob("*.json") if not p.name.startswith("test-")):
+    for path in pipeline_files("opensearch"):
         body = json.loads(path.read_text())
         session.put(f"{args.url}/_ingest/pipeline/{path.stem}", json=body).raise_for_status()
     print(f"{'format':<14}{'lines':>8}{'seconds':>10}{'lines/s':>10}")
-    for sample in sorted(PIPELINES.glob("test-*.log")):
+    for sample in sorted(PIPELINES.rglob("test-*.log")):
         if sample.name.startswith("test-deadletter"):
             continue
         lines = [ln for ln in sample.read_bytes().split(b"\n") if ln]

@@ -21,8 +21,7 @@ PAINLESS_ASSIGN = re.compile(r"ctx\.([A-Za-z_@][\w]*)\s*=(?!=)")
 
 
 def _load() -> dict[Path, dict]:
-    return {p: json.loads(p.read_text()) for p in sorted(PIPELINES.rglob("*.json"))
-            if not p.name.startswith("test-")}
+    return {p: json.loads(p.read_text()) for p in sorted(PIPELINES.rglob("fwsiem-*.json"))}
 
 
 PIPELINE_FILES = _load()
@@ -90,25 +89,29 @@ def test_every_pipeline_processor_references_an_existing_pipeline():
     assert not offenders
 
 
-def test_flavour_variants_replace_an_existing_pipeline():
-    top = {p.stem for p in PIPELINES.glob("*.json")}
+def test_pipelines_sit_in_one_folder_per_format():
     offenders = [str(p.relative_to(PIPELINES)) for p in PIPELINE_FILES
-                 if p.parent != PIPELINES and p.stem not in top]
-    assert not offenders
+                 if len(p.relative_to(PIPELINES).parts) not in (2, 3)]
+    assert not offenders, "a pipeline lives in ingest_pipelines/<format>/ (or <format>/<flavor>/)"
+
+
+def test_flavour_variants_replace_an_existing_pipeline():
+    top = {p.stem: p.parent for p in PIPELINE_FILES if len(p.relative_to(PIPELINES).parts) == 2}
+    offenders = [str(p.relative_to(PIPELINES)) for p in PIPELINE_FILES
+                 if len(p.relative_to(PIPELINES).parts) == 3 and top.get(p.stem) != p.parent.parent]
+    assert not offenders, "a flavour variant sits in the folder of the pipeline it replaces"
 
 
 def test_every_sample_has_an_expected_file_and_every_expected_file_a_sample():
-    samples = {p.name for p in PIPELINES.glob("test-*.log")}
-    expected = {p.name[: -len("-expected.json")] for p in PIPELINES.glob("test-*.log-expected.json")}
+    samples = {str(p) for p in PIPELINES.rglob("test-*.log")}
+    expected = {str(p)[: -len("-expected.json")] for p in PIPELINES.rglob("test-*.log-expected.json")}
     assert samples, "no samples"
     assert not samples ^ expected, sorted(samples ^ expected)
 
 
-def test_every_format_pipeline_has_samples():
-    formats = [p.stem for p in PIPELINE_FILES if p.parent == PIPELINES and p.stem not in
-               ("fwsiem-logs", "fwsiem-network", "fwsiem-community-id")]
-    offenders = [f for f in formats
-                 if not (PIPELINES / f"test-{f.removeprefix('fwsiem-')}.log").exists()]
+def test_every_format_folder_has_samples():
+    folders = {p.parent for p in PIPELINE_FILES if len(p.relative_to(PIPELINES).parts) == 2}
+    offenders = [f.name for f in folders if f.name != "network" and not list(f.glob("test-*.log"))]
     assert not offenders
 
 
@@ -135,7 +138,7 @@ def test_fields_written_are_ecs_or_a_vendor_namespace():
     assert not offenders, "\n".join(offenders)
 
 
-@pytest.mark.parametrize("expected", sorted(PIPELINES.glob("test-*.log-expected.json")),
+@pytest.mark.parametrize("expected", sorted(PIPELINES.rglob("test-*.log-expected.json")),
                          ids=lambda p: p.name)
 def test_expected_documents_match_their_sample_line_count(expected: Path):
     sample = expected.with_name(expected.name[: -len("-expected.json")])

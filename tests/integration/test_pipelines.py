@@ -27,12 +27,12 @@ pytestmark = pytest.mark.integration
 
 
 def sample_files() -> list[Path]:
-    return sorted(PIPELINES.glob("test-*.log"))
+    return sorted(PIPELINES.rglob("test-*.log"))
 
 
 def pipeline_bodies(flavor: str) -> dict[str, dict]:
     """Pipeline id -> body, from the files `fwsiem setup` installs on this flavour (a file in
-    `ingest_pipelines/<flavor>/` replaces the top-level one of the same id)."""
+    `ingest_pipelines/<format>/<flavor>/` replaces the one of the same id)."""
     return {p.stem: json.loads(p.read_text()) for p in pipeline_files(flavor)}
 
 
