@@ -7,7 +7,7 @@ import json
 import pytest
 
 from plugin.lines import line_document
-from plugin.setup import pipeline_files
+from plugin.setup import pipeline_files, template_mappings
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +137,26 @@ def test_every_log_type_is_an_event_and_an_unknown_type_is_tagged_not_lost(simul
         "10.1.1.5"}
     assert docs["NEWTYPE"]["tags"] == ["fwsiem_body_unmapped"]
     assert "fwsiem_body_unmapped" not in docs["SYSTEM"].get("tags", [])
+
+
+def test_time_columns_in_different_forms_are_all_stored(os_engine, simulate, unique_prefix):
+    """A column that holds a slash date in one log and an ISO date (or anything) in the next must
+    not be refused by the index: vendor fields are stored as sent."""
+    index = f"{unique_prefix}-panos-events"
+    store = os_engine.store
+    store.request("PUT", f"/{index}", body={"mappings": template_mappings("fwsiem-events")})
+    lines = [
+        SESSION + TAIL_81,
+        "1,2021-10-22T16:10:10.000000Z,no-serial,GLOBALPROTECT,0,9.1,2021-10-22T16:10:05.000000Z,"
+        "vsys1,gateway-connected,connected,,,dana,,LT-1,192.0.2.8",
+        SESSION.replace("2024/05/06 07:07:59", "2024-05-06T07:07:59.000-07:00"),
+        SESSION.replace("2024/05/06 07:07:59", "1000"),
+    ]
+    actions = [{"_index": index, "_op_type": "create", "_id": str(n),
+                "_source": line_document(x.encode())} for n, x in enumerate(lines)]
+    result = store.bulk(actions, pipeline="fwsiem-logs", refresh=True)
+    try:
+        assert not result.failed, result.failed
+        assert store.count(index) == len(lines)
+    finally:
+        store.delete_index(index)
