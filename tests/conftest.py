@@ -111,6 +111,26 @@ def engine(request, engine_tmp_root) -> Engine:
     return _engine(request.param, engine_tmp_root)
 
 
+@pytest.fixture(scope="module")
+def installed(engine):
+    """The engine with every fwsiem pipeline of its flavour installed (a file in
+    `ingest_pipelines/<format>/<flavor>/` replaces the one of the same id); skipped, with the
+    processors it lacks named, on a build without ingest-common and Painless."""
+    import json
+
+    from plugin.setup import pipeline_files, processors_used
+
+    bodies = {p.stem: json.loads(p.read_text()) for p in pipeline_files(engine.flavor)}
+    needed = set().union(*(processors_used(b) for b in bodies.values()))
+    missing = sorted(needed - engine.store.ingest_processors())
+    if missing:
+        pytest.skip(f"{engine.flavor} at {engine.url} lacks ingest processors [{', '.join(missing)}] "
+                    f"that the fwsiem pipelines need (install ingest-common and Painless)")
+    for name, body in bodies.items():
+        engine.store.put_pipeline(name, body)
+    return engine
+
+
 @pytest.fixture
 def unique_prefix(request) -> str:
     """A short per-test prefix for index names, so tests never see each other's data."""

@@ -1,0 +1,124 @@
+"""Enrichments never lose an event: Community ID for every port, failures recorded on the event."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from plugin.cli import cli
+from plugin.setup import run_setup
+
+DEADLETTER = "fwsiem-deadletter"
+PORTS = (0, 1, 63342, 63343, 65535)
+# Published Community ID v1 test vectors (seed 0), from corelight/community-id-spec,
+# baseline/baseline_deflt.json at commit c4ec2bc40d65ddbcbdd642582bf5609797a80772:
+# (protocol, source address, destination address, source port, destination port, id).
+SPEC_VECTORS = (
+    (6, "128.232.110.120", "66.35.250.204", 34855, 80, "1:LQU9qZlK+B5F3KDmev6m5PMibrg="),
+    (6, "66.35.250.204", "128.232.110.120", 80, 34855, "1:LQU9qZlK+B5F3KDmev6m5PMibrg="),
+    (17, "192.168.1.52", "8.8.8.8", 54585, 53, "1:d/FP5EW3wiY1vCndhwleRRKHowQ="),
+    (132, "192.168.170.8", "192.168.170.56", 7, 7, "1:MP2EtRCAUIZvTw6MxJHLV7N7JDs="),
+    (6, "2001:470:e5bf:dead:4957:2174:e82c:4887", "2607:f8b0:400c:c03::1a", 63943, 25,
+     "1:/qFaeAR+gFe1KYjMzVDsMv+wgU4="),
+    (6, "2607:f8b0:400c:c03::1a", "2001:470:e5bf:dead:4957:2174:e82c:4887", 25, 63943,
+     "1:/qFaeAR+gFe1KYjMzVDsMv+wgU4="),
+)
+
+
+def reference_community_id(proto: int, saddr: str, daddr: str, sport: int, dport: int) -> str:
+    """Community ID v1, seed 0, as the specification defines it: SHA-1 over the seed, the
+    (address, port) endpoints in ascending order, the protocol and a zero pad; base64; `1:`."""
+    src = (ipaddress.ip_address(saddr).packed, sport)
+    dst = (ipaddress.ip_address(daddr).packed, dport)
+    (a, pa), (b, pb) = sorted((src, dst))
+    data = b"\0\0" + a + b + bytes([proto, 0]) + pa.to_bytes(2, "big") + pb.to_bytes(2, "big")
+    return "1:" + base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+
+@pytest.mark.parametrize("vector", SPEC_VECTORS, ids=lambda v: f"{v[0]}-{v[1]}-{v[3]}")
+def test_the_reference_implementation_gives_the_published_ids(vector):
+    *tuple_, expected = vector
+    assert reference_community_id(*tuple_) == expected
+
+
+def _nsx_line(i: int, proto: str, src: str, sport: int, dst: str, dport: int) -> str:
+    family = "INET6" if ":" in src else "INET"
+    return (f"2026-03-04T05:06:{i:02d}.000Z 58734 {family} match PASS domain-c8/1006 OUT 60 "
+            f"{proto} {src}/{sport}->{dst}/{dport}")
+
+
+def _port_lines() -> list[tuple[str, tuple]]:
+    """(line, (protocol number, source, destination, ports)) for each port on either side."""
+    out = []
+    for port in PORTS:
+        out.append(("TCP", (6, "10.20.1.5", "172.16.9.4", port, 443)))
+        out.append(("UDP", (17, "10.20.1.5", "172.16.9.4", 40000, port)))
+    out.append(("TCP", (6, "2001:db8::10", "2001:db8::20", 65535, 22)))
+    out.append(("UDP", (17, "2001:db8::10", "2001:db8::20", 53, 0)))
+    return [(_nsx_line(i, name, t[1], t[3], t[2], t[4]), t) for i, (name, t) in enumerate(out)]
+
+
+@pytest.fixture
+def events(installed, unique_prefix, tmp_path):
+    """Templates and pipelines installed as `fwsiem setup` does, and a fresh events stream."""
+    stream = f"logs-fwsiem.{unique_prefix}-default"
+    run_setup(installed.store, installed.config(events=stream))
+    yield installed, stream, {"FWSIEM_INDICES_EVENTS": stream,
+                              "FWSIEM_ENGINE_SPOOL_DIR": str(tmp_path / "spool")}
+    installed.store.delete_index(stream)
+
+
+def test_every_port_from_0_to_65535_gets_the_reference_community_id(events, tmp_path):
+    engine, stream, env = events
+    lines = _port_lines()
+    log = tmp_path / "ports.log"
+    log.write_text("".join(line + "\n" for line, _ in lines))
+    result = CliRunner().invoke(cli, ["--url", engine.url, "ingest", "--json", "--no-progress",
+                                      str(log)], env=env)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert (summary["indexed"], summary["dead_lettered"]) == (len(lines), 0)
+    engine.store.refresh(stream)
+    got = {h["_source"]["event"]["original"]: h["_source"] for h in engine.store.scan(stream)}
+    wrong = []
+    for line, (proto, src, dst, sport, dport) in lines:
+        doc = got[line]
+        assert (doc["source"]["port"], doc["destination"]["port"]) == (sport, dport)
+        expected = reference_community_id(proto, src, dst, sport, dport)
+        if doc["network"].get("community_id") != expected or "tags" in doc:
+            wrong.append(f"{line}: {doc['network'].get('community_id')} (expected {expected}), "
+                         f"tags {doc.get('tags')}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_failed_enrichment_keeps_the_event_and_says_which_and_why(installed):
+    """A format pipeline hands fwsiem-network an event whose community id cannot be computed
+    (one IPv4 and one IPv6 address) and a byte counter that is not a number."""
+    base = {"event": {"original": "x", "kind": "event"}, "_tmp": {"proto": "tcp"},
+            "source": {"ip": "10.1.1.1", "bytes": "n/a", "packets": "3"},
+            "destination": {"ip": "2001:db8::1"}}
+    docs = []
+    for sport, dport in ((40000, 443), (65535, 443)):  # the processor's range, and beyond it
+        doc = json.loads(json.dumps(base))
+        doc["source"]["port"], doc["destination"]["port"] = sport, dport
+        docs.append(doc)
+    for result in installed.store.simulate("fwsiem-network", docs):
+        doc = result["doc"]
+        assert doc.get("_index") != DEADLETTER
+        src = doc["_source"]
+        assert src["tags"] == ["fwsiem_enrichment_failed"]
+        failures = {f["processor_tag"]: f["message"] for f in src["fwsiem"]["enrichment_failures"]}
+        assert set(failures) == {"convert_counters_name_protocol_and_event_type", next(
+            t for t in failures if "community_id" in t)}
+        assert "[n/a]" in failures["convert_counters_name_protocol_and_event_type"]
+        community = next(m for t, m in failures.items() if "community_id" in t)
+        assert community, "the note says why"
+        assert "community_id" not in src["network"]
+        assert "bytes" not in src["source"] and src["source"]["packets"] == 3
+        assert (src["source"]["ip"], src["destination"]["port"]) == ("10.1.1.1", 443)
+        assert src["event"]["type"] == ["connection"]
