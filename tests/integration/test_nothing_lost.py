@@ -1,4 +1,5 @@
-"""Enrichments never lose an event: Community ID for every port, failures recorded on the event."""
+"""Nothing well-formed is lost: Community ID for every port, enrichment failures and unmapped
+messages kept as events; only malformed or unrecognised lines are dead letters."""
 
 from __future__ import annotations
 
@@ -73,15 +74,21 @@ def events(installed, unique_prefix, tmp_path):
     installed.store.delete_index(stream)
 
 
+def _ingest(events, path) -> dict:
+    """`fwsiem ingest --json PATH` into the test's stream; its summary."""
+    engine, _stream, env = events
+    result = CliRunner().invoke(cli, ["--url", engine.url, "ingest", "--json", "--no-progress",
+                                      str(path)], env=env)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output[result.output.index("{"):])
+
+
 def test_every_port_from_0_to_65535_gets_the_reference_community_id(events, tmp_path):
-    engine, stream, env = events
+    engine, stream, _env = events
     lines = _port_lines()
     log = tmp_path / "ports.log"
     log.write_text("".join(line + "\n" for line, _ in lines))
-    result = CliRunner().invoke(cli, ["--url", engine.url, "ingest", "--json", "--no-progress",
-                                      str(log)], env=env)
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.output[result.output.index("{"):])
+    summary = _ingest(events, log)
     assert (summary["indexed"], summary["dead_lettered"]) == (len(lines), 0)
     engine.store.refresh(stream)
     got = {h["_source"]["event"]["original"]: h["_source"] for h in engine.store.scan(stream)}
@@ -122,3 +129,37 @@ def test_a_failed_enrichment_keeps_the_event_and_says_which_and_why(installed):
         assert "bytes" not in src["source"] and src["source"]["packets"] == 3
         assert (src["source"]["ip"], src["destination"]["port"]) == ("10.1.1.1", 443)
         assert src["event"]["type"] == ["connection"]
+
+
+def test_a_known_vendor_message_not_mapped_is_an_event_and_a_malformed_line_a_dead_letter(
+        events, tmp_path):
+    engine, stream, _env = events
+    unmapped = "Mar 04 2026 05:06:07 fw-edge-1 : %ASA-6-999999: A message no parser maps, user=bob"
+    bad_address = ("2026-03-04T05:06:08.000Z 58734 INET match PASS domain-c8/1006 OUT 60 TCP "
+                   "172.18.8.300/36485->172.18.8.119/22 S")
+    unknown = "hello from a line no firewall wrote"
+    log = tmp_path / "mixed.log"
+    log.write_text(f"{unmapped}\n{bad_address}\n{unknown}\n")
+    summary = _ingest(events, log)
+    assert (summary["indexed"], summary["dead_lettered"]) == (1, 2)
+    assert summary["unmapped"] == {"fwsiem.cisco_asa 999999": 1}
+
+    engine.store.refresh(stream)
+    (doc,) = [h["_source"] for h in engine.store.scan(stream)]
+    assert doc["event"]["original"] == unmapped
+    assert "fwsiem_body_unmapped" in doc["tags"]
+    assert doc["@timestamp"].startswith("2026-03-04T05:06:07")
+    assert (doc["event"]["kind"], doc["event"]["code"], doc["event"]["dataset"]) == \
+        ("event", "999999", "fwsiem.cisco_asa")
+    assert (doc["observer"]["vendor"], doc["observer"]["hostname"]) == ("Cisco", "fw-edge-1")
+    assert doc["event"].get("severity") == 6 or doc.get("log", {}).get("level") == "informational"
+    assert doc["message"].startswith("A message no parser maps")
+
+    engine.store.refresh(DEADLETTER)
+    letters = {h["_source"]["event"]["original"]: h["_source"] for h in engine.store.scan(
+        DEADLETTER, query={"term": {"log.file.path": str(log)}})}
+    assert set(letters) == {bad_address, unknown}
+    assert "172.18.8.300" in letters[bad_address]["error"]["message"]
+    assert letters[bad_address]["fwsiem"]["deadletter"]["processor_tag"] == "validate_source_ip"
+    assert letters[unknown]["fwsiem"]["deadletter"]["processor_tag"] == "reject_unrecognised_line"
+    assert all(d["event"]["kind"] == "pipeline_error" for d in letters.values())
