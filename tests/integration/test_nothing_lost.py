@@ -109,25 +109,25 @@ def test_a_failed_enrichment_keeps_the_event_and_says_which_and_why(installed):
     base = {"event": {"original": "x", "kind": "event"}, "_tmp": {"proto": "tcp"},
             "source": {"ip": "10.1.1.1", "bytes": "n/a", "packets": "3"},
             "destination": {"ip": "2001:db8::1"}}
-    docs = []
-    for sport, dport in ((40000, 443), (65535, 443)):  # the processor's range, and beyond it
+    docs, by = [], {}
+    # Ports the processor takes, and a port beyond its range that the script computes.
+    for sport, step in ((40000, "community_id"), (65535, "compute_community_id_by_script")):
         doc = json.loads(json.dumps(base))
-        doc["source"]["port"], doc["destination"]["port"] = sport, dport
+        doc["source"]["port"], doc["destination"]["port"] = sport, 443
         docs.append(doc)
-    for result in installed.store.simulate("fwsiem-network", docs):
+        by[sport] = step
+    for sport, result in zip(by, installed.store.simulate("fwsiem-network", docs), strict=True):
         doc = result["doc"]
         assert doc.get("_index") != DEADLETTER
         src = doc["_source"]
         assert src["tags"] == ["fwsiem_enrichment_failed"]
         failures = {f["processor_tag"]: f["message"] for f in src["fwsiem"]["enrichment_failures"]}
-        assert set(failures) == {"convert_counters_name_protocol_and_event_type", next(
-            t for t in failures if "community_id" in t)}
+        assert set(failures) == {"convert_counters_name_protocol_and_event_type", by[sport]}
         assert "[n/a]" in failures["convert_counters_name_protocol_and_event_type"]
-        community = next(m for t, m in failures.items() if "community_id" in t)
-        assert community, "the note says why"
+        assert failures[by[sport]], "the note says why"
         assert "community_id" not in src["network"]
         assert "bytes" not in src["source"] and src["source"]["packets"] == 3
-        assert (src["source"]["ip"], src["destination"]["port"]) == ("10.1.1.1", 443)
+        assert (src["source"]["ip"], src["source"]["port"]) == ("10.1.1.1", sport)
         assert src["event"]["type"] == ["connection"]
 
 
