@@ -222,7 +222,8 @@ class IngestStats:
 
     def as_dict(self) -> dict:
         keys = ("read", "bytes_read", "indexed", "already_present", "dead_lettered", "spooled",
-                "replayed", "retried", "by_format", "unmapped", "spool_files", "not_written", "not_read")
+                "replayed", "retried", "by_format", "unmapped", "spool_files", "not_written",
+                "not_read")
         return {k: getattr(self, k) for k in keys}
 
 
