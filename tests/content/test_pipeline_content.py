@@ -23,6 +23,8 @@ PAINLESS_ASSIGN = re.compile(r"ctx\.([A-Za-z_@][\w]*)\s*=(?!=)")
 ENRICHMENT_FAILED = "fwsiem-enrichment-failed"
 ENRICHMENT_PROCESSORS = {"community_id", "geoip", "user_agent", "network_direction",
                          "registered_domain", "uri_parts"}
+# Pipelines that only add fields: they record their failures instead of dead-lettering.
+ENRICHMENT_PIPELINES = {"fwsiem-community-id", "fwsiem-community-id-by-script"}
 
 
 def _load() -> dict[Path, dict]:
@@ -48,11 +50,9 @@ def _records_enrichment_failure(on_failure: list[dict]) -> bool:
 
 
 def _is_enrichment_pipeline(path: Path, body: dict) -> bool:
-    """The recorder itself, or a pipeline of enrichment processors only that records failures."""
-    if path.stem == ENRICHMENT_FAILED:
-        return True
-    kinds = {kind for proc in body.get("processors", []) for kind in proc}
-    return kinds <= ENRICHMENT_PROCESSORS and _records_enrichment_failure(body.get("on_failure", []))
+    """The recorder itself, or one of ENRICHMENT_PIPELINES, which must record its failures."""
+    return path.stem == ENRICHMENT_FAILED or (
+        path.stem in ENRICHMENT_PIPELINES and _records_enrichment_failure(body.get("on_failure", [])))
 
 
 def test_there_is_an_entry_pipeline_and_one_per_format():

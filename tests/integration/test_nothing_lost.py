@@ -104,31 +104,36 @@ def test_every_port_from_0_to_65535_gets_the_reference_community_id(events, tmp_
 
 
 def test_a_failed_enrichment_keeps_the_event_and_says_which_and_why(installed):
-    """A format pipeline hands fwsiem-network an event whose community id cannot be computed
-    (one IPv4 and one IPv6 address) and a byte counter that is not a number."""
-    base = {"event": {"original": "x", "kind": "event"}, "_tmp": {"proto": "tcp"},
-            "source": {"ip": "10.1.1.1", "bytes": "n/a", "packets": "3"},
-            "destination": {"ip": "2001:db8::1"}}
-    docs, by = [], {}
-    # Ports the processor takes, and a port beyond its range that the script computes.
-    for sport, step in ((40000, "community_id"), (65535, "compute_community_id_by_script")):
-        doc = json.loads(json.dumps(base))
+    """A format pipeline hands fwsiem-network events whose community id cannot be computed (an
+    IPv4 and an IPv6 address; an ICMP type out of range) and a byte counter that is not a number."""
+    def event(proto: str, destination: str, **tmp) -> dict:
+        return {"event": {"original": "x", "kind": "event"}, "_tmp": {"proto": proto, **tmp},
+                "source": {"ip": "10.1.1.1", "bytes": "n/a", "packets": "3"},
+                "destination": {"ip": destination}}
+
+    docs = []
+    for sport in (40000, 65535):  # a port the processors take, and one OpenSearch's refuses
+        doc = event("tcp", "2001:db8::1")
         doc["source"]["port"], doc["destination"]["port"] = sport, 443
         docs.append(doc)
-        by[sport] = step
-    for sport, result in zip(by, installed.store.simulate("fwsiem-network", docs), strict=True):
+    docs.append(event("icmp", "10.1.1.2", icmp_type="300", icmp_code="0"))
+    results = installed.store.simulate("fwsiem-network", docs)
+    reasons = []
+    for result in results:
         doc = result["doc"]
         assert doc.get("_index") != DEADLETTER
         src = doc["_source"]
         assert src["tags"] == ["fwsiem_enrichment_failed"]
         failures = {f["processor_tag"]: f["message"] for f in src["fwsiem"]["enrichment_failures"]}
-        assert set(failures) == {"convert_counters_name_protocol_and_event_type", by[sport]}
+        assert set(failures) == {"convert_counters_name_protocol_and_event_type",
+                                 "compute_community_id_by_script"}
         assert "[n/a]" in failures["convert_counters_name_protocol_and_event_type"]
-        assert failures[by[sport]], "the note says why"
+        reasons.append(failures["compute_community_id_by_script"])
         assert "community_id" not in src["network"]
         assert "bytes" not in src["source"] and src["source"]["packets"] == 3
-        assert (src["source"]["ip"], src["source"]["port"]) == ("10.1.1.1", sport)
-        assert src["event"]["type"] == ["connection"]
+        assert src["source"]["ip"] == "10.1.1.1" and src["event"]["type"] == ["connection"]
+    assert [r for r in reasons[:2] if "IP version" in r] == reasons[:2]
+    assert "300" in reasons[2], "the processor's own reason is kept"
 
 
 def test_a_known_vendor_message_not_mapped_is_an_event_and_a_malformed_line_a_dead_letter(
