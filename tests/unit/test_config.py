@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from plugin.config import load_config, parse_duration
+from plugin.config import EngineSettings, load_config, parse_duration
 from plugin.errors import ConfigError
 
 
@@ -144,4 +144,4 @@ def test_optional_keys_and_alert_overrides_are_accepted(tmp_path):
 @pytest.mark.parametrize("url", ["http://[::1", "http://es:notaport", "es.example:9200", "ftp://es"])
 def test_a_malformed_cluster_url_is_a_config_error(url):
     with pytest.raises(ConfigError, match="cluster URL"):
-        load_config(env={"FWSIEM_URL": url}).engine
+        EngineSettings(url=url)
