@@ -69,6 +69,18 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _process_start(pid: int) -> str | None:
+    """When a process started (clock ticks after boot, /proc/PID/stat field 22), or None.
+
+    A pid is reused once its process ends; the pid with its start time names one process.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def java_home() -> Path:
     """The JDK that runs the engines: $JAVA_HOME, else the ``java`` on PATH."""
     if os.environ.get("JAVA_HOME") and (Path(os.environ["JAVA_HOME"]) / "bin" / "java").exists():
@@ -152,11 +164,21 @@ class LocalEngine:
             return None
 
     def running(self) -> dict | None:
-        """The saved state when the recorded process is alive, else None."""
+        """The saved state when the recorded process is alive and is this engine, else None."""
         st = self.state()
-        if st and _pid_alive(int(st["pid"])):
+        if st and _pid_alive(int(st["pid"])) and self._is_ours(st):
             return st
         return None
+
+    def _is_ours(self, st: dict) -> bool:
+        """Whether the recorded pid is still the process this home started (not a reused pid)."""
+        pid = int(st["pid"])
+        if st.get("pid_start"):
+            return _process_start(pid) == st["pid_start"]
+        try:  # a state file from before start times were recorded: the engine runs in its home
+            return Path(os.readlink(f"/proc/{pid}/cwd")) == self.instance_dir.resolve()
+        except OSError:
+            return False
 
     # -- resolution ---------------------------------------------------------------------------
     def _cache_dir(self) -> Path:
@@ -257,8 +279,9 @@ class LocalEngine:
         proc = subprocess.Popen(cmd, stdout=logfh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, cwd=self.instance_dir, start_new_session=True, **kwargs)
         logfh.close()
-        st = {"flavor": self.flavor, "pid": proc.pid, "port": self.port, "url": self.url,
-              "home": str(self.instance_dir), "started_at": time.time(), "secure": self.secure}
+        st = {"flavor": self.flavor, "pid": proc.pid, "pid_start": _process_start(proc.pid),
+              "port": self.port, "url": self.url, "home": str(self.instance_dir),
+              "started_at": time.time(), "secure": self.secure}
         self.state_file.write_text(json.dumps(st))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -403,13 +426,20 @@ class LocalEngine:
             "persistent": {"cluster.routing.allocation.disk.threshold_enabled": False}})
 
     def stop(self, timeout: float = 60) -> bool:
-        """Stop the recorded process group; True if something was stopped."""
+        """Stop the recorded process group; True if something was stopped.
+
+        A pid file whose process is gone, or whose pid now belongs to another process, is
+        removed and nothing is signalled.
+        """
         st = self.state()
         if not st:
             return False
         pid = int(st["pid"])
         stopped = False
-        if _pid_alive(pid):
+        if _pid_alive(pid) and not self._is_ours(st):
+            log.warning("the pid file %s names pid %s, which is now another process; it is left "
+                        "alone and the stale pid file removed", self.state_file, pid)
+        elif _pid_alive(pid):
             try:
                 os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:
