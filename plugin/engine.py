@@ -389,13 +389,18 @@ class LocalEngine:
         password = secrets.token_urlsafe(18)
         env = dict(os.environ, ES_JAVA_HOME=str(java_home()), ES_PATH_CONF=str(conf))
         env.pop("JAVA_HOME", None)
-        proc = subprocess.run([str(dist / "bin" / "elasticsearch-users"), "useradd", "fwsiem", "-p", password,
-                               "-r", "superuser"], capture_output=True, text=True, env=env)
+        # the password goes in on stdin (the tool's prompt), never on a command line `ps` shows
+        proc = subprocess.run([str(dist / "bin" / "elasticsearch-users"), "useradd", "fwsiem",
+                               "-r", "superuser"], input=f"{password}\n{password}\n",
+                              capture_output=True, text=True, env=env)
         if proc.returncode:
             raise EngineLaunchError(f"could not create the local user: {proc.stdout[-300:]}{proc.stderr[-300:]}")
-        self.credentials_file.write_text(json.dumps(
-            {"username": "fwsiem", "password": password, "ca_certs": str(certs / "ca.crt")}))
-        self.credentials_file.chmod(0o600)
+        self.credentials_file.unlink(missing_ok=True)
+        # created 0600, so the password is never readable by others, not even for a moment
+        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({"username": "fwsiem", "password": password,
+                                 "ca_certs": str(certs / "ca.crt")}))
         return {
             "xpack.security.http.ssl.enabled": True,
             "xpack.security.http.ssl.key": "certs/node.key",
