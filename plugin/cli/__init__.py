@@ -16,7 +16,7 @@ import click
 
 from plugin import __version__
 from plugin.config import Config, load_config
-from plugin.errors import ConfigError, FwsiemError
+from plugin.errors import ConfigError, FwsiemError, InputError
 
 
 class AppContext:
@@ -107,6 +107,13 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a path given to a command cannot be read or written
+        if debug:
+            traceback.print_exc()
+        where = f" {exc.filename}" if exc.filename else ""
+        click.echo(f"error: cannot use{where}: {exc.strerror or exc} (check the path and its "
+                   "permissions)", err=True)
+        sys.exit(InputError.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
