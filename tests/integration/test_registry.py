@@ -157,3 +157,19 @@ def test_a_crafted_pickle_in_the_models_index_never_runs_on_predict(os_engine, u
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "refused" in errors[0] and index in errors[0], proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_signed_artifact_copied_to_another_version_is_refused(registry, engine):
+    """A writer who copies a genuine artifact and record to another version cannot reuse the
+    signature: it binds the name and version."""
+    record = registry.register("action", _model(0)[0], metrics={"accuracy": 0.9},
+                               holdout_metric="accuracy")
+    store = engine.store
+    for i in range(record.doc["artifact"]["chunks"]):
+        chunk = store.get_doc(registry.index, doc_id("model-artifact", "action", 1, i))
+        chunk["model"]["version"] = 7
+        store.index_doc(registry.index, chunk, id=doc_id("model-artifact", "action", 7, i))
+    copied = {**record.doc, "model": {**record.doc["model"], "version": 7}}
+    store.index_doc(registry.index, copied, id=doc_id("model", "action", 7), refresh=True)
+    with pytest.raises(ArtifactIntegrityError, match="not signed"):
+        registry.load("action", 7)
