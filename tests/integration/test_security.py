@@ -117,7 +117,7 @@ def test_demo_passes_the_cluster_credentials_to_its_nested_steps(secure_es, tmp_
                    str(secret), "--ca-certs", creds["ca_certs"], "demo", "--hours", "0.2",
                    "--workdir", str(tmp_path / "demo"), cwd=tmp_path)
     out = proc.stdout + proc.stderr
-    assert "401" not in out and "rejected the credentials" not in out, out[-3000:]
+    assert "HTTP 401" not in out and "rejected the credentials" not in out, out[-3000:]
     assert creds["password"] not in out
     if proc.returncode != 0:
         # Elastic's integration-test build has no ingest-common: setup then stops on the
