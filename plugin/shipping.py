@@ -394,6 +394,13 @@ class Spool:
             return []
         return sorted(self.root.glob(f"batch-*{SPOOL_SUFFIX}"))
 
+    def other_clusters(self) -> list[str]:
+        """Folders of other cluster URLs that still hold spooled batches."""
+        if not self.target or not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and p != self.dir and any(p.glob(f"batch-*{SPOOL_SUFFIX}")))
+
     def pending_documents(self) -> int:
         total = 0
         for p in self.pending():
@@ -557,6 +564,11 @@ class Shipper:
             log.warning("spool file %s is bound to no cluster and is not replayed; move it into "
                         "the folder of the cluster it was meant for (%s for %s)", stray,
                         self.spool.dir, self.store_name())
+        others = self.spool.other_clusters()
+        if others:
+            log.warning("%s also holds batches spooled for other cluster URLs (%s); they are "
+                        "replayed only by a run with that --url", self.spool.root,
+                        ", ".join(others))
         for path in self.spool.pending():
             try:
                 fh = open(path, "rb")  # noqa: SIM115 - held open for its lock

@@ -68,9 +68,13 @@ def command(app, paths, fmt, follow, progress, as_json):
     PATH may be files, directories (read recursively), globs, .gz files or - for standard input.
     Every line gets an _id from its source, byte offset and content, so running the same command
     twice adds nothing and says so. Lines no pipeline can parse are counted and kept in the
-    dead-letter index. When the engine cannot take data, the unwritten batch is spooled to disk
-    ([engine] spool_dir) and replayed first on the next run; the command then exits non-zero and
-    names what was not written. Without PATH, only the spool is replayed.
+    dead-letter index. When the engine cannot take data (it is down, or refuses for a reason
+    about the cluster: a missing pipeline, a write block), the unwritten batch is spooled to disk
+    ([engine] spool_dir, one folder per cluster URL) and replayed first on the next run; the
+    command then exits 3 and names what was not written. A damaged source (a truncated gzip or
+    pcap, a dangling symlink) keeps what was read, is named, and the exit code is 2. SIGTERM
+    stops reading, ships what was read and names the rest. Without PATH, only the spool is
+    replayed. Guarantees: docs/threat-model.md.
     """
     settings, shipper = configured_shipper(app.config, lambda: app.store)
     stats = shipper.stats
