@@ -514,28 +514,16 @@ def test_a_spool_is_replayed_only_into_its_cluster_and_planted_files_are_quarant
     assert not list(spool.dir.glob("batch-*"))
 
 
-def test_listen_through_an_engine_restart_indexes_every_line_once(tmp_path):
+def test_listen_through_an_engine_restart_indexes_every_line_once(tmp_path, dedicated_engine):
     """20,000 lines sent over TCP while the engine is stopped and started again: all indexed."""
-    import shutil
     import socket
-    import tempfile
     import threading
 
     from plugin.config import load_config
-    from plugin.engine import OPENSEARCH_PORTS, LocalEngine, find_free_port
     from plugin.store import Store
 
-    # A dedicated engine: stopping the shared one would disturb the other tests.
-    home = Path(tempfile.mkdtemp(prefix="fwsiem-listen-outage-"))
-    home.chmod(0o755)
-    eng = LocalEngine("opensearch", home, find_free_port(OPENSEARCH_PORTS),
-                      heap=os.environ.get("FWSIEM_TEST_HEAP", "512m"))
-    try:
-        eng.start()
-    except Exception as exc:  # the same rule as the shared fixtures
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"cannot start an engine for the restart test: {exc}")
-        pytest.skip(f"cannot start an engine for the restart test: {exc}")
+    # An engine of its own: stopping the shared one would disturb the other tests.
+    eng = dedicated_engine("opensearch", "the listen restart test")
     proc = None
     try:
         events = "logs-fwsiem.restart-default"
@@ -586,5 +574,3 @@ def test_listen_through_an_engine_restart_indexes_every_line_once(tmp_path):
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
-        eng.stop()
-        shutil.rmtree(home, ignore_errors=True)

@@ -216,25 +216,15 @@ def test_listen_reports_lines_it_could_not_spool_and_exits_non_zero(tmp_path):
 
 
 # -- item 4 and 15: damaged and unusual sources --------------------------------------------------------
-class _Collecting(Shipper):
-    def __init__(self, tmp_path):
-        super().__init__(_down, events_index="e", deadletter_index="d",
-                         spool=Spool(tmp_path / "spool"))
-        self.sent: list[dict] = []
-
-    def send(self, batch):
-        self.sent += [json.loads(s) for _, s in batch.items]
-        self.stats.indexed += len(batch)
-
-
-def test_a_truncated_or_fake_gzip_keeps_what_was_read_and_the_next_files_are_read(tmp_path):
+def test_a_truncated_or_fake_gzip_keeps_what_was_read_and_the_next_files_are_read(
+        tmp_path, collecting_shipper):
     folder = tmp_path / "logs"
     folder.mkdir()
     whole = gzip.compress(b"".join(b"a %05d padding padding padding\n" % i for i in range(3232)))
     (folder / "a.log.gz").write_bytes(whole[: len(whole) // 2])
     (folder / "b.log.gz").write_bytes(b"\x1f\x8b" + b"not really gzip" * 10)
     (folder / "c.log").write_bytes(b"c1\nc2\n")
-    shipper = _Collecting(tmp_path)
+    shipper = collecting_shipper
     ingest_paths(expand_paths([str(folder)]), LineBatcher(shipper, ShipSettings()))
     messages = [d["message"] for d in shipper.sent]
     got_a = [m for m in messages if m.startswith("a ")]
@@ -246,18 +236,19 @@ def test_a_truncated_or_fake_gzip_keeps_what_was_read_and_the_next_files_are_rea
     assert not shipper.stats.ok
 
 
-def test_a_dangling_symlink_in_a_folder_is_reported_and_the_rest_is_read(tmp_path):
+def test_a_dangling_symlink_in_a_folder_is_reported_and_the_rest_is_read(
+        tmp_path, collecting_shipper):
     folder = tmp_path / "logs"
     folder.mkdir()
     (folder / "good.log").write_bytes(b"g1\ng2\n")
     (folder / "gone.log").symlink_to(tmp_path / "nowhere")
-    shipper = _Collecting(tmp_path)
+    shipper = collecting_shipper
     ingest_paths(expand_paths([str(folder)]), LineBatcher(shipper, ShipSettings()))
     assert [d["message"] for d in shipper.sent] == ["g1", "g2"]
     assert len(shipper.stats.damaged) == 1 and "dangling symlink" in shipper.stats.damaged[0]
 
 
-def test_a_fifo_is_read_like_a_file(tmp_path):
+def test_a_fifo_is_read_like_a_file(tmp_path, collecting_shipper):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
 
@@ -267,15 +258,15 @@ def test_a_fifo_is_read_like_a_file(tmp_path):
 
     writer = threading.Thread(target=write)
     writer.start()
-    shipper = _Collecting(tmp_path)
+    shipper = collecting_shipper
     ingest_paths(expand_paths([str(fifo)]), LineBatcher(shipper, ShipSettings()))
     writer.join(10)
     assert [d["message"] for d in shipper.sent] == ["f1", "f2", "f3"]
     assert shipper.stats.ok
 
 
-def test_endless_input_without_line_ends_is_bounded_and_ends(tmp_path):
-    shipper = _Collecting(tmp_path)
+def test_endless_input_without_line_ends_is_bounded_and_ends(tmp_path, collecting_shipper):
+    shipper = collecting_shipper
     settings = ShipSettings(max_read_line_bytes=1024)
     ingest_paths(["/dev/zero"], LineBatcher(shipper, settings))
     assert len(shipper.sent) == 1  # one dead letter for the over-long line, then the source ends
@@ -283,10 +274,11 @@ def test_endless_input_without_line_ends_is_bounded_and_ends(tmp_path):
     assert "not a line-oriented log" in shipper.stats.damaged[0]
 
 
-def test_a_slow_writer_is_shipped_before_it_closes_and_a_stop_request_ends_the_read(tmp_path):
+def test_a_slow_writer_is_shipped_before_it_closes_and_a_stop_request_ends_the_read(
+        tmp_path, collecting_shipper):
     fifo = tmp_path / "slow"
     os.mkfifo(fifo)
-    shipper = _Collecting(tmp_path)
+    shipper = collecting_shipper
     stop = threading.Event()
     batcher = LineBatcher(shipper, ShipSettings(flush_interval=0.05))
     thread = threading.Thread(target=ingest_paths, args=([str(fifo)], batcher),
@@ -305,8 +297,8 @@ def test_a_slow_writer_is_shipped_before_it_closes_and_a_stop_request_ends_the_r
 
 
 # -- item 17: a burst of TCP clients costs no thread per client -------------------------------------------
-def test_a_burst_of_tcp_clients_is_served_without_a_thread_each(tmp_path):
-    shipper = _Collecting(tmp_path)
+def test_a_burst_of_tcp_clients_is_served_without_a_thread_each(tmp_path, collecting_shipper):
+    shipper = collecting_shipper
     batcher = LineBatcher(shipper, ShipSettings(batch_docs=1000))
     receiver = SyslogReceiver(batcher, udp_port=None, tcp_port=0, max_connections=4).start()
     before = threading.active_count()

@@ -125,23 +125,10 @@ def test_stdin_against_a_down_engine_spools_every_line(tmp_path, monkeypatch):
     assert docs == [f"line {i}" for i in range(25)]
 
 
-class _Collecting(Shipper):
-    """A shipper whose engine is a list: what it would have sent, in order."""
-
-    def __init__(self, tmp_path):
-        super().__init__(_unreachable, events_index="e", deadletter_index="d",
-                         spool=Spool(tmp_path / "spool"))
-        self.sent: list[dict] = []
-
-    def send(self, batch):
-        self.sent += [json.loads(s) for _, s in batch.items]
-        self.stats.indexed += len(batch)
-
-
-def test_follow_reads_appends_rotation_and_truncation_exactly_once(tmp_path):
+def test_follow_reads_appends_rotation_and_truncation_exactly_once(tmp_path, collecting_shipper):
     path = tmp_path / "dfw.log"
     path.write_bytes(b"a1\na2\n")
-    shipper = _Collecting(tmp_path)
+    shipper = collecting_shipper
     batcher = LineBatcher(shipper, ShipSettings(poll_interval=0.05, batch_docs=1000))
     stop = threading.Event()
     thread = threading.Thread(target=follow_paths, args=([str(path)], batcher),
