@@ -149,20 +149,23 @@ class PipeStream:
         self.on_idle = on_idle
         self.should_stop = should_stop
         self.buf = bytearray()
+        self.pos = 0  # where the bytes not yet taken start
         self.eof = False
 
     def _take(self, n: int) -> bytes:
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
         return out
 
     def readline(self, limit: int = -1) -> bytes:
         while True:
-            end = self.buf.find(b"\n", 0, limit if limit > 0 else len(self.buf))
+            held = len(self.buf) - self.pos
+            stop = self.pos + limit if 0 < limit < held else len(self.buf)
+            end = self.buf.find(b"\n", self.pos, stop)
             if end >= 0:
-                return self._take(end + 1)
-            if (limit > 0 and len(self.buf) >= limit) or self.eof:
-                return self._take(limit if limit > 0 else len(self.buf))
+                return self._take(end + 1 - self.pos)
+            if (limit > 0 and held >= limit) or self.eof:
+                return self._take(limit if limit > 0 else held)
             if self.should_stop():
                 return b""
             ready, _, _ = select.select([self.fd], [], [], self.idle)
@@ -170,10 +173,12 @@ class PipeStream:
                 self.on_idle()
                 continue
             data = os.read(self.fd, 1024 * 1024)
-            if data:
-                self.buf += data
-            else:
+            if not data:
                 self.eof = True
+                continue
+            del self.buf[:self.pos]  # drop what was taken before growing the buffer
+            self.pos = 0
+            self.buf += data
 
     def close(self) -> None:
         if self.fh is not sys.stdin.buffer:
