@@ -282,7 +282,8 @@ class Batch:
 
 @dataclass
 class IngestStats:
-    """Where every line went. ``read + replayed_from_spool`` equals the sum of the outcomes."""
+    """Where every line went. ``read + replayed`` equals the sum of the outcomes (indexed,
+    already present, dead-lettered, spooled, not spooled)."""
 
     read: int = 0
     bytes_read: int = 0
