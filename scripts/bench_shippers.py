@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -32,14 +31,14 @@ from plugin.setup import run_setup
 from plugin.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.integration import test_shippers as ts  # noqa: E402  the daemons as the tests run them
+
 SHIPPERS = ("fwsiem listen", "rsyslog", "syslog-ng")
 
 
 def daemon_command(name: str, conf: Path, tmp: Path, url: str, stream: str, port: int):
     """The command and environment that run ``name`` in the foreground, listening on ``port``."""
-    sys.path.insert(0, str(ROOT))
-    from tests.integration import test_shippers as ts
-
     try:
         cmd, env = ts._daemon(name)
     except BaseException as exc:  # pytest's skip/fail outcomes when the daemon is missing
@@ -119,13 +118,7 @@ def bench(name: str, store: Store, url: str, data: bytes, n: int, stall_s: float
             t0 = send(port, data, proc)
             got, t_last = wait_indexed(store, stream, n, stall_s)
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            ts._stop(proc)
             log.close()
         said = (tmp / "shipper.log").read_text(errors="replace")[-1500:]
     store.request("DELETE", f"/_data_stream/{stream}", ignore=(404,))
