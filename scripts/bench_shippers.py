@@ -75,6 +75,7 @@ def send(port: int, data: bytes, proc: subprocess.Popen) -> float:
     while True:
         try:
             sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.settimeout(None)  # a shipper may hold the sender back while it catches up
             break
         except ConnectionRefusedError:
             if proc.poll() is not None or time.monotonic() > deadline:
