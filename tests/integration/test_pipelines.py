@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin.lines import line_document
+from plugin.lines import DeclaredHeader, line_document
 from plugin.setup import pipeline_files, processors_used
 
 PIPELINES = Path(__file__).resolve().parents[2] / "ingest_pipelines"
@@ -37,14 +37,18 @@ def pipeline_bodies(flavor: str) -> dict[str, dict]:
 
 
 def sample_documents(path: Path) -> list[dict]:
-    """The shipper's documents for a sample file: bytes split on newlines, one per line."""
+    """The shipper's documents for a sample file: bytes split on newlines, one per line; the
+    header lines of a file that declares its fields (W3C, Zeek) are read as the shipper reads
+    them, not sent."""
     raw = path.read_bytes()
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    docs, offset = [], 0
+    docs, offset, header = [], 0, DeclaredHeader()
     for line in lines:
-        docs.append(line_document(line, path=f"/var/log/fwsiem-samples/{path.name}", offset=offset))
+        if not header.consume(line):
+            doc = line_document(line, path=f"/var/log/fwsiem-samples/{path.name}", offset=offset)
+            docs.append(header.annotate(doc))
         offset += len(line) + 1
     return docs
 
