@@ -16,7 +16,7 @@ PIPELINES = Path(__file__).resolve().parents[2] / "ingest_pipelines"
 ALLOWED_ROOTS = {
     "@timestamp", "event", "source", "destination", "network", "rule", "observer", "host", "log",
     "error", "tags", "nsx", "iptables", "pfsense", "cisco", "panw", "fortinet", "nfdump", "pmacct",
-    "zeek", "windows_firewall", "process",
+    "zeek", "windows_firewall", "process", "message", "http", "url", "user",
     "fwsiem", "_tmp", "_index",
 }
 GROK_FIELD = re.compile(r"%\{\w+:([\w.@]+)(?::\w+)?\}|\(\?<([\w.@]+)>")
