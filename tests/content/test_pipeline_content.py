@@ -16,8 +16,8 @@ PIPELINES = Path(__file__).resolve().parents[2] / "ingest_pipelines"
 ALLOWED_ROOTS = {
     "@timestamp", "event", "source", "destination", "network", "rule", "observer", "host", "log",
     "error", "tags", "nsx", "iptables", "pfsense", "cisco", "panw", "fortinet", "nfdump", "pmacct",
-    "zeek", "windows_firewall", "process", "message", "http", "url", "user",
-    "fwsiem", "_tmp", "_index",
+    "zeek", "windows_firewall", "process", "http",
+    "fwsiem", "_tmp", "_index", "message", "user", "url", "file",
 }
 GROK_FIELD = re.compile(r"%\{\w+:([\w.@]+)(?::\w+)?\}|\(\?<([\w.@]+)>")
 PAINLESS_ASSIGN = re.compile(r"ctx\.([A-Za-z_@][\w]*)\s*=(?!=)")
