@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.errors import ModelInputError
 from ml.simulate.datacenter import build_datacenter
 from ml.simulate.incidents import SIGNALS, incident_sessions, schedule
 from ml.simulate.render import NFDUMP_HEADER, NsxRenderer, flow_records, iso_ms, nfdump_summary
 from ml.simulate.rules import ACTIONS, Rule, build_ruleset
 from ml.simulate.scenario import Scenario, load_scenario
 from ml.simulate.sessions import SERVICE_NAMES, SERVICES, Edge, concat, diurnal_multiplier
-from ml.errors import ModelInputError
 
 HOUR = 3_600_000
 EVENT_COLS = ("t", "kind", "vm", "src", "dst", "proto", "sport", "dport", "dirn", "rule",
