@@ -247,17 +247,23 @@ class EntityProfiles:
             c[2] += 1
         self._current = cur
 
-    def population(self, cls: str) -> tuple[np.ndarray, np.ndarray]:
+    def population(self, cls: str, exclude: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance a new entity of ``cls`` is compared with: the class's long-run
-        population, this window's rows of the class and the built-in prior, pooled by rows."""
+        population, this window's other rows of the class (without ``exclude``, the row
+        being judged) and the built-in prior, pooled by rows."""
         parts = [(self.prior_rows, self._prior_mean, self._prior_var)]
         pop = self._population.get(cls)
         if pop is not None:
             parts.append((float(pop[2]), pop[0], pop[1]))
         cur = self._current.get(cls)
-        if cur is not None and cur[2]:
-            m = cur[0] / cur[2]
-            parts.append((float(cur[2]), m, np.maximum(cur[1] / cur[2] - m * m, 0.0)))
+        if cur is not None:
+            total, squares, rows = cur
+            if exclude is not None and rows:
+                total, squares, rows = total - exclude, squares - exclude * exclude, rows - 1
+            if rows > 0:
+                m = total / rows
+                parts.append((float(rows), m, np.maximum(squares / rows - m * m, 0.0)))
         n = sum(p[0] for p in parts)
         mean = sum(p[0] * p[1] for p in parts) / n
         var = sum(p[0] * (p[2] + (p[1] - mean) ** 2) for p in parts) / n
@@ -280,7 +286,7 @@ class EntityProfiles:
                 n = float(self._n[i])
                 var = (n * var + self.variance_prior * pop[1]) / (n + self.variance_prior)
             return self._mean[i], var, self._peak[i], rate, self._floor
-        mean, var = self.population(cls)
+        mean, var = self.population(cls, v)
         return mean, var, None, rate, self._pop_floor
 
     # -- scoring ----------------------------------------------------------------------------

@@ -166,6 +166,42 @@ def window_bounds(from_ms: int, to_ms: int, window_ms: int) -> Iterator[tuple[in
         start += window_ms
 
 
+def row_links(etype: str, rows: list[tuple[str, dict]]) -> dict:
+    """``(entity type, entity) -> addresses`` its traffic went to or came from (sampled)."""
+    links = {}
+    for entity, row in rows:
+        peers = row.get("_peers", []) + row.get("_external_peers", []) + row.get("_sources", [])
+        if peers:
+            links[(etype, entity)] = peers
+    return links
+
+
+def window_documents(found: list[tuple[Finding, str, list]], links: dict,
+                     tracker: IncidentTracker, start_ms: int, end_ms: int,
+                     partition: str = "0/1") -> list[dict]:
+    """One window's findings (with their detector kind and drill-down ports) grouped into
+    incidents: the anomaly documents to write, then the incidents they touched."""
+    members = tracker.update([f for f, _, _ in found], links, start_ms)
+    docs, touched = [], {}
+    for (finding, kind, any_of), m in zip(found, members, strict=True):
+        if not m.severity:
+            continue        # folded into its incident: counted there, not written
+        finding.severity = m.severity
+        doc = anomaly_document(finding, start_ms, end_ms, kind=kind, partition=partition,
+                               any_of=any_of)
+        if m.incident is not None:
+            inc = m.incident
+            doc["incident"] = {"id": incident_docid(inc, partition),
+                               "role": "lead" if m.lead else "member"}
+            if len(inc.members) < tracker.max_listed:
+                inc.members.append(anomaly_id(finding.detector, finding.entity_type,
+                                              finding.entity, start_ms))
+            touched[id(inc)] = inc
+        docs.append(doc)
+    return docs + [incident_document(inc, end_ms - start_ms, partition)
+                   for inc in touched.values()]
+
+
 class WindowRunner:
     """Processes windows for one worker (``partition`` of ``partitions``)."""
 
@@ -268,11 +304,7 @@ class WindowRunner:
         for etype, rows in data["rows"].items():
             det: WindowDetector = state.detectors[etype]
             rows = state.novelty.apply(etype, rows)
-            for entity, row in rows:
-                peers = row.get("_peers", []) + row.get("_external_peers", []) + row.get(
-                    "_sources", [])
-                if peers:
-                    links[(etype, entity)] = peers
+            links.update(row_links(etype, rows))
             sup = {e: feats for (d, t, e), feats in data["suppressed"].items()
                    if d == det.name and t == etype}
             found += [(f, det.kind, []) for f in det.process(rows, suppressed=sup)]
@@ -284,25 +316,7 @@ class WindowRunner:
         if state.incidents is None:     # a checkpoint from before incidents existed
             state.incidents = IncidentTracker(self.s.window_ms, self.s.incident_gap_windows,
                                               self.s.incident_members)
-        members = state.incidents.update([f for f, _, _ in found], links, start_ms)
-        docs, touched = [], {}
-        for (finding, kind, any_of), m in zip(found, members, strict=True):
-            if not m.severity:
-                continue        # folded into its incident: counted there, not written
-            finding.severity = m.severity
-            doc = anomaly_document(finding, start_ms, end_ms, kind=kind, partition=part,
-                                   any_of=any_of)
-            if m.incident is not None:
-                inc = m.incident
-                doc["incident"] = {"id": incident_docid(inc, part),
-                                   "role": "lead" if m.lead else "member"}
-                if len(inc.members) < state.incidents.max_listed:
-                    inc.members.append(anomaly_id(finding.detector, finding.entity_type,
-                                                  finding.entity, start_ms))
-                touched[id(inc)] = inc
-            docs.append(doc)
-        docs += [incident_document(inc, self.s.window_ms, part) for inc in touched.values()]
-        return docs
+        return window_documents(found, links, state.incidents, start_ms, end_ms, part)
 
     def _autoencoder_window(self, start_ms, end_ms, vector, state: RunState, suppressed):
         names = F.port_vector_names(state.src_ports, state.dst_ports)
