@@ -1,4 +1,4 @@
-"""The static HTML report: overview panels, anomalies, recommendations and model metrics in one file."""
+"""The static HTML report: incidents, overview panels, anomalies, recommendations and model metrics in one file."""
 
 from __future__ import annotations
 
@@ -289,6 +289,39 @@ def _explanation(src: dict) -> str:
     return str(src.get("message") or src.get("top_feature") or "")
 
 
+def incidents_section(store: Store, index: str, since, until, top: int = 15) -> Section:
+    """Incidents first: one row per attack, most severe and latest first."""
+    sec = Section("Incidents")
+    q = _query(since, until)
+    if not store.exists(index) or not store.count(index, q):
+        sec.panels.append(Panel("Incidents", note=f"No incidents in {index} for this period."))
+        return sec
+    sec.intro = (f"{store.count(index, q):,} incidents in {index}: each groups the anomalies of "
+                 "one attack (its target or source, across windows).")
+    hits = store.search(index, {"size": top, "query": q, "sort": [
+        {"event.severity": {"order": "desc", "unmapped_type": "long"}},
+        {"@timestamp": {"order": "desc"}}]})["hits"]["hits"]
+    rows = []
+    for h in hits:
+        s = h["_source"]
+        ents = s.get("entities", {})
+        ev = (s.get("evidence") or [{}])[0]
+        rows.append({
+            "first window": _first(s, "incident.first_window") or "",
+            "last window": _first(s, "incident.last_window") or "",
+            "severity": s.get("severity", ""),
+            "kind": _first(s, "incident.kind") or "",
+            "on": _first(s, "incident.lead.value") or "",
+            "targets": ", ".join(t["value"] for t in ents.get("targets", [])[:3]),
+            "sources": f"{ents.get('source_count', 0):,}",
+            "evidence": (f"{ev.get('feature')} = {_human(ev.get('observed'))} (expected "
+                         f"{_human(ev.get('expected'))})") if ev else "",
+            "drill-down": _first(s, "drilldown.kql") or "",
+        })
+    sec.panels.append(Panel(f"Top {len(rows)} incidents", table=rows, wide=True))
+    return sec
+
+
 def anomalies_section(store: Store, index: str, since, until, newest: int = 15) -> Section:
     sec = Section("Anomalies")
     q = _query(since, until)
@@ -456,6 +489,7 @@ def render_html(sections: list[Section], title: str, subtitle: str) -> str:
 
 def build_sections(store: Store, config: Config, since: dt.datetime, until: dt.datetime) -> list[Section]:
     sections = [
+        incidents_section(store, config.index("incidents"), since, until),
         overview_section(store, config.index("events_pattern"), since, until),
         anomalies_section(store, config.index("anomalies"), since, until),
         recommendations_section(store, config.index("recommendations"), since, until),

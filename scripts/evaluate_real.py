@@ -34,7 +34,7 @@ from doc_sections import replace_section  # noqa: E402
 from ml import features as F
 from ml.incidents import IncidentTracker
 from ml.peers import PEER_KINDS, PeerDetector
-from ml.scoring import epoch_ms, score_attacks
+from ml.scoring import score_attacks
 from plugin.config import load_config
 from plugin.setup import run_setup
 from plugin.store import Store
@@ -148,6 +148,8 @@ def evaluate(store: Store, base, url: str, name: str, rel: str, pcap_attacks, ar
         store.refresh(index)
     else:
         print(f"{index} already holds {have:,} events: not re-ingested (delete it to redo)")
+    if store.count(index) == 0:
+        sys.exit(f"{path}: no events were indexed into {index} (see the dead letters)")
     lo, hi = span(store, index)
     settings = RunSettings.from_config(config)
     W = settings.window_ms
