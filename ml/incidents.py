@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from ml.detectors import SEVERITIES, Finding
 
 MEDIUM_UP = frozenset(SEVERITIES[1:])
+#: Entity types that name an address, rule or host an analyst can act on: only their findings
+#: open an incident (the port-vector autoencoder's "all ports" joins one, or stands alone).
+ADDRESSED = frozenset({"source", "service", "rule", "host"})
 
 #: What an incident is called, from its leading finding: (entity type, leading feature).
 KINDS: dict[tuple[str, str], str] = {
@@ -90,10 +93,11 @@ class IncidentTracker:
     top sources), in the same window or within ``gap_windows`` of the incident's last one.
     Many sources on one target therefore make one incident on that target.
 
-    An incident is opened by a medium-or-higher finding; its lead address is that of its
-    strongest finding. In every window, the strongest finding on the lead address keeps its
-    severity; every other member is reported at ``low`` (the incident carries the severity),
-    and beyond ``max_members`` per window members are only counted (folded).
+    An incident is opened by a medium-or-higher finding on an address, rule or host; its lead
+    is that of its strongest such finding. In every window, the strongest finding on the lead
+    address keeps its severity; every other member is reported at ``low`` (the incident
+    carries the severity), and beyond ``max_members`` per window members are only counted
+    (folded).
 
     Examples
     --------
@@ -107,7 +111,7 @@ class IncidentTracker:
     (1, ['critical', 'low', 'low', 'low'])
     """
 
-    def __init__(self, window_ms: int, gap_windows: int = 30, max_members: int = 20,
+    def __init__(self, window_ms: int, gap_windows: int = 120, max_members: int = 20,
                  max_listed: int = 200):
         self.window_ms = window_ms
         self.gap_windows = gap_windows
@@ -159,12 +163,14 @@ class IncidentTracker:
             keys = {k for k in parent if find(k) == root}
             touched = [by_key[k] for k in keys if k in by_key]
             inc = min(touched, key=lambda i: i.first_ms) if touched else None
-            strongest = max(group, key=lambda f: f.score)
             if inc is None:
-                if not any(f.severity in MEDIUM_UP for f in group):
+                if not any(f.severity in MEDIUM_UP and f.entity_type in ADDRESSED
+                           for f in group):
                     for f in group:
                         out[id(f)] = Member(f, None, f.severity, False)
                     continue
+                strongest = max((f for f in group if f.entity_type in ADDRESSED),
+                                key=lambda f: f.score)
                 lead = node(strongest)
                 inc = Incident(key=lead, first_ms=start_ms, last_ms=start_ms, lead=lead,
                                kind=_kind(strongest))

@@ -60,7 +60,7 @@ class RunSettings:
     ae_warmup_windows: int = 60
     ae_retrain_windows: int = 360
     ae_history_windows: int = 1440
-    incident_gap_windows: int = 30
+    incident_gap_windows: int = 120
     incident_members: int = 20
     feedback_ttl_s: float = 7 * 86400
     retry_max_s: float = 30.0
