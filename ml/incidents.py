@@ -10,7 +10,8 @@ from ml.detectors import SEVERITIES, Finding
 
 MEDIUM_UP = frozenset(SEVERITIES[1:])
 #: Entity types that name an address, rule or host an analyst can act on: only their findings
-#: open an incident (the port-vector autoencoder's "all ports" joins one, or stands alone).
+#: open an incident (the port-vector autoencoder's "all ports" joins one, or stands alone
+#: at ``low``).
 ADDRESSED = frozenset({"source", "service", "rule", "host"})
 
 #: What an incident is called, from its leading finding: (entity type, leading feature).
@@ -166,8 +167,9 @@ class IncidentTracker:
             if inc is None:
                 if not any(f.severity in MEDIUM_UP and f.entity_type in ADDRESSED
                            for f in group):
-                    for f in group:
-                        out[id(f)] = Member(f, None, f.severity, False)
+                    for f in group:     # what names no address is not an alert on its own
+                        sev = f.severity if f.entity_type in ADDRESSED else "low"
+                        out[id(f)] = Member(f, None, sev, False)
                     continue
                 strongest = max((f for f in group if f.entity_type in ADDRESSED),
                                 key=lambda f: f.score)

@@ -48,3 +48,10 @@ def test_unrelated_attacks_are_separate_and_lows_open_nothing():
     out = t.update([a, b, c], {}, 0)
     assert out[0].incident is not out[1].incident
     assert out[2].incident is None and out[2].severity == "low"
+
+
+def test_a_finding_that_names_no_address_opens_no_incident_and_stays_low():
+    t = IncidentTracker(W)
+    ports = finding("ports", "all", 9.0, "high", **{"pps:dst:80": 900.0})
+    [m] = t.update([ports], {}, 0)
+    assert m.incident is None and m.severity == "low"
