@@ -11,14 +11,11 @@ class ModelInputError(ValueError):
 
     Examples
     --------
-    >>> str(ModelInputError("no scenario named 'x'", hint="use one of: default"))
-    "no scenario named 'x' (use one of: default)"
+    >>> e = ModelInputError("no scenario named 'x'", hint="use one of: default")
+    >>> str(e), e.hint
+    ("no scenario named 'x'", 'use one of: default')
     """
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.hint = hint
         super().__init__(message)
-
-    def __str__(self) -> str:
-        base = super().__str__()
-        return f"{base} ({self.hint})" if self.hint else base

@@ -289,14 +289,23 @@ def _explanation(src: dict) -> str:
     return str(src.get("message") or src.get("top_feature") or "")
 
 
+def _documents_section(store: Store, title: str, index: str, since, until
+                       ) -> tuple[Section, dict, int]:
+    """A section over ``index`` for the period: its query and document count (0: a note)."""
+    sec = Section(title)
+    q = _query(since, until)
+    n = store.count(index, q) if store.exists(index) else 0
+    if not n:
+        sec.panels.append(Panel(title, note=f"No {title.lower()} in {index} for this period."))
+    return sec, q, n
+
+
 def incidents_section(store: Store, index: str, since, until, top: int = 15) -> Section:
     """Incidents first: one row per attack, most severe and latest first."""
-    sec = Section("Incidents")
-    q = _query(since, until)
-    if not store.exists(index) or not store.count(index, q):
-        sec.panels.append(Panel("Incidents", note=f"No incidents in {index} for this period."))
+    sec, q, n = _documents_section(store, "Incidents", index, since, until)
+    if not n:
         return sec
-    sec.intro = (f"{store.count(index, q):,} incidents in {index}: each groups the anomalies of "
+    sec.intro = (f"{n:,} incidents in {index}: each groups the anomalies of "
                  "one attack (its target or source, across windows).")
     hits = store.search(index, {"size": top, "query": q, "sort": [
         {"event.severity": {"order": "desc", "unmapped_type": "long"}},
@@ -323,12 +332,10 @@ def incidents_section(store: Store, index: str, since, until, top: int = 15) -> 
 
 
 def anomalies_section(store: Store, index: str, since, until, newest: int = 15) -> Section:
-    sec = Section("Anomalies")
-    q = _query(since, until)
-    if not store.exists(index) or not store.count(index, q):
-        sec.panels.append(Panel("Anomalies", note=f"No anomalies in {index} for this period."))
+    sec, q, n = _documents_section(store, "Anomalies", index, since, until)
+    if not n:
         return sec
-    sec.intro = f"{store.count(index, q):,} anomalies in {index}."
+    sec.intro = f"{n:,} anomalies in {index}."
     times, series = _histogram(store, index, "severity", q, since, until)
     sec.panels.append(Panel("Anomalies over time by severity",
                             stacked_png(times, series, SEVERITY_COLORS, "anomalies", bars=True),
