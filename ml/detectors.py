@@ -322,15 +322,19 @@ class EntityProfiles:
 
     # -- learning ---------------------------------------------------------------------------
     def learn(self, entity: str, cls: str, x: Mapping, alerted: bool = False) -> None:
-        """Learn one observation; an alerted one only marks the entity seen and counts for
-        its class, so an ongoing attack does not become the entity's normal."""
+        """Learn one observation; an alerted one of an entity with ``min_history`` windows only
+        marks it seen and counts for its class, so an ongoing attack does not become its
+        normal."""
         v = self.vector(x)
         new = entity not in self._index
         i = self._row(entity)
         if new:
             self._mean[i], self._var[i], self._peak[i] = v, 0.0, v
         self._peak[i] = np.maximum(self._peak[i], v)
-        if not alerted:
+        # an ongoing attack does not become the normal of an entity with a history; a new
+        # entity learns what it does even when flagged, so that a busy server that stands out
+        # of its population in its first windows becomes its own reference
+        if not alerted or self._n[i] < self.min_history:
             if not new:
                 d = v - self._mean[i]
                 self._mean[i] = self._mean[i] + self._alpha * d

@@ -146,8 +146,8 @@ class IncidentTracker:
             if ra != rb:
                 parent[max(ra, rb)] = min(ra, rb)
 
-        by_key = {k: inc for inc in sorted(self.open, key=lambda i: -i.first_ms)
-                  for k in inc.keys}
+        # an incident goes on through its lead address (members come and go with the attack)
+        by_key = {inc.lead: inc for inc in sorted(self.open, key=lambda i: -i.first_ms)}
         nodes = {node(f) for f in findings}
         for f in findings:
             a = node(f)

@@ -166,11 +166,18 @@ def window_bounds(from_ms: int, to_ms: int, window_ms: int) -> Iterator[tuple[in
         start += window_ms
 
 
-def row_links(etype: str, rows: list[tuple[str, dict]]) -> dict:
-    """``(entity type, entity) -> addresses`` its traffic went to or came from (sampled)."""
+def row_links(etype: str, rows: list[tuple[str, dict]], focus: int = 3) -> dict:
+    """``(entity type, entity) -> addresses`` that tie it to one attack: a service's top
+    sources, and the peers of a source that talked to at most ``focus`` addresses (a flood bot
+    or a brute-forcer is focused on its target; a scanner or a busy client is not)."""
     links = {}
     for entity, row in rows:
-        peers = row.get("_peers", []) + row.get("_external_peers", []) + row.get("_sources", [])
+        if etype == "service":
+            peers = list(row.get("_sources", []))
+        else:
+            peers = list(dict.fromkeys(row.get("_peers", []) + row.get("_external_peers", [])))
+            if len(peers) > focus or row.get("dst_ips", 0) > focus:
+                peers = []
         if peers:
             links[(etype, entity)] = peers
     return links
