@@ -41,8 +41,8 @@ from plugin.store import Store
 from plugin.windows import RunSettings, WindowRunner, row_links, window_bounds, window_documents
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FWSIEM_REAL_FLOWS",
-                           ROOT.parent / "shared" / "datasets" / "real-flows"))
+DATA = Path(os.environ.get("FWSIEM_TEST_REAL_FLOWS",
+                           ROOT.parent / "shared" / "datasets" / "real-flows"))  # or --data
 DAY_MS = 86_400_000
 
 #: name, file, attacks for pcaps (no labels in the file: from the dataset README), benign
@@ -134,7 +134,7 @@ def split(docs: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def evaluate(store: Store, base, url: str, name: str, rel: str, pcap_attacks, args) -> dict:
-    path = DATA / rel
+    path = args.data / rel
     index = f"logs-fwsiem.real{name.replace('-', '')}-default"
     tag = f"real-{name}"
     config = base.with_overrides("indices", events=index, events_pattern=index,
@@ -222,6 +222,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default=os.environ.get("FWSIEM_URL", "http://127.0.0.1:9201"))
     ap.add_argument("--only", help="Comma-separated capture names")
+    ap.add_argument("--data", type=Path, default=DATA, help="The real-flows folder")
     ap.add_argument("--reads", type=Path, help="Directory caching each capture's window "
                     "aggregations (written, or read instead of the engine when present)")
     ap.add_argument("--write", action="store_true", help="Update EVALUATION.md")

@@ -13,7 +13,7 @@ from plugin.cli import cli
 from plugin.setup import run_setup
 
 REAL_FLOWS = Path(os.environ.get(
-    "FWSIEM_REAL_FLOWS",
+    "FWSIEM_TEST_REAL_FLOWS",
     Path(__file__).resolve().parents[3] / "shared" / "datasets" / "real-flows"))
 SYN_FLOOD = REAL_FLOWS / "pcaps" / "pkt.TCP.synflood.spoofed.pcap"
 MEDIUM_UP = ["medium", "high", "critical"]
