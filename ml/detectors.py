@@ -351,9 +351,10 @@ class EntityProfiles:
             pop[0] = pop[0] + a * d
             pop[1] = (1 - a) * (pop[1] + a * d * d)
             pop[2] += 1
-        w = self._window.setdefault(cls, [np.zeros_like(v), 0])
-        w[0] += np.where(self._rare, v, 0.0)
-        w[1] += 1
+        if not alerted:     # nor does it become the rate of its class
+            w = self._window.setdefault(cls, [np.zeros_like(v), 0])
+            w[0] += np.where(self._rare, v, 0.0)
+            w[1] += 1
 
     def end_window(self) -> None:
         """Close the window: its rare-event counts join the sliding class rates."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -16,6 +16,7 @@ ENTITY_FIELDS: dict[str, str] = {
     "service": "destination.ip",
     "rule": "rule.id",
     "host": "observer.hostname",
+    "target": "destination.ip",
 }
 
 FEATURES: dict[str, tuple[str, ...]] = {
@@ -24,7 +25,15 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "service": ("events", "src_ips", "packets", "bytes", "failed_share", "first_seen"),
     "rule": ("hits", "denied_share"),
     "host": ("events", "denied"),
+    # a destination host as a whole: the distinct sources whose attempts on it went
+    # unanswered, over all its ports and the last ``FAN_IN_WINDOWS`` windows (Internet
+    # scanning spreads thinly over ports, sources and time)
+    "target": ("unanswered_sources",),
 }
+
+#: Windows over which a target's unanswered sources add up (``NoveltyMemory``): scanners that
+#: each try once or twice, a few a minute, are one attack on the host within 3 windows.
+FAN_IN_WINDOWS = 3
 
 #: How each feature is modelled (see ml.detectors.EntityProfiles):
 #: ``volume`` counts and volumes on a log scale; ``share`` a share of ``SHARE_BASIS``;
@@ -36,6 +45,7 @@ FEATURE_KINDS: dict[str, dict[str, str]] = {
     "service": {"failed_share": "share", "first_seen": "novelty"},
     "rule": {"denied_share": "share"},
     "host": {},
+    "target": {"unanswered_sources": "count"},
 }
 
 #: The count a share is taken of (its evidence: 1 denied of 1 event says little).
@@ -44,6 +54,7 @@ SHARE_BASIS: dict[str, dict[str, str]] = {
     "service": {"failed_share": "events"},
     "rule": {"denied_share": "hits"},
     "host": {},
+    "target": {},
 }
 
 #: Features that say the same thing twice (a count and its share, bytes and packets): the
@@ -160,7 +171,7 @@ def entity_class(entity_type: str, entity: str, x: Mapping,
     >>> entity_class("service", "8.8.8.8:53", {"from_inside": 3})
     'external<internal'
     """
-    if entity_type == "source":
+    if entity_type in ("source", "target"):
         return address_class(entity, internal)
     if entity_type == "service":
         side = address_class(entity.rsplit(":", 1)[0], internal)
@@ -269,6 +280,9 @@ def entity_aggs(entity_type: str, *, size: int, include: dict | None = None,
                          }}}
     elif entity_type in ("rule", "host"):
         sub = {"denied": {"filter": DENIED}}
+    elif entity_type == "target":
+        sub = {"unanswered": {"filter": FAILED, "aggs": {
+            "sources": {"cardinality": {"field": "source.ip"}}}}}
     else:
         raise ValueError(f"unknown entity type {entity_type!r}")
     return {"entities": {"terms": terms, "aggs": sub}}
@@ -341,6 +355,9 @@ def entity_rows(entity_type: str, aggregations: Mapping) -> list[tuple[str, dict
             rows.append((entity, {"hits": n, "denied_share": denied / n if n else 0.0}))
         elif entity_type == "host":
             rows.append((entity, {"events": n, "denied": denied}))
+        elif entity_type == "target":
+            rows.append((entity, {"unanswered_sources": _value(
+                bucket.get("unanswered", {}).get("sources"))}))
         else:
             raise ValueError(f"unknown entity type {entity_type!r}")
     rows.sort(key=lambda r: r[0])
@@ -416,7 +433,10 @@ class NoveltyMemory:
         self.peers = PeerMemory(max_peers=max_peers, max_entities=max_entities)
         self.external: OrderedDict[str, None] = OrderedDict()
         self.max_external = max_external
+        self.max_entities = max_entities
         self.internal = tuple(internal)
+        self.fan_in: OrderedDict[str, deque] = OrderedDict()   # target -> (window, count)
+        self.windows = 0
 
     def _new_external(self, addresses: Iterable[str]) -> int:
         new = 0
@@ -430,12 +450,30 @@ class NoveltyMemory:
                 self.external.popitem(last=False)
         return new
 
+    def _fan_in(self, target: str, count: float) -> float:
+        """``count`` plus the target's counts of the previous ``FAN_IN_WINDOWS - 1`` windows."""
+        recent = self.fan_in.get(target)
+        if recent is None:
+            recent = self.fan_in[target] = deque()
+            if len(self.fan_in) > self.max_entities:
+                self.fan_in.popitem(last=False)
+        else:
+            self.fan_in.move_to_end(target)
+        recent.append((self.windows, count))
+        while recent[0][0] <= self.windows - FAN_IN_WINDOWS:
+            recent.popleft()
+        return float(sum(c for _, c in recent))
+
     def apply(self, entity_type: str, rows: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
         """Fill the novelty features of source rows and add ``_class``; the peer samples stay
         (they tie findings of one attack together)."""
         out = []
+        if entity_type == "target":
+            self.windows += 1
         for entity, feats in rows:
             feats = dict(feats)
+            if entity_type == "target":
+                feats["unanswered_sources"] = self._fan_in(entity, feats["unanswered_sources"])
             peers = feats.get("_peers")
             external = feats.get("_external_peers") or []
             feats["_class"] = entity_class(entity_type, entity, feats, self.internal)

@@ -12,7 +12,7 @@ MEDIUM_UP = frozenset(SEVERITIES[1:])
 #: Entity types that name an address, rule or host an analyst can act on: only their findings
 #: open an incident (the port-vector autoencoder's "all ports" joins one, or stands alone
 #: at ``low``).
-ADDRESSED = frozenset({"source", "service", "rule", "host"})
+ADDRESSED = frozenset({"source", "service", "rule", "host", "target"})
 
 #: What an incident is called, from its leading finding: (entity type, leading feature).
 KINDS: dict[tuple[str, str], str] = {
@@ -36,6 +36,7 @@ KINDS: dict[tuple[str, str], str] = {
     ("rule", "denied_share"): "rule deny spike",
     ("host", "events"): "event spike",
     ("host", "denied"): "deny spike",
+    ("target", "unanswered_sources"): "inbound scan",
 }
 
 
@@ -46,7 +47,7 @@ def node(finding: Finding) -> str:
     >>> node(Finding("service", "10.0.0.5:22", 5, 3, "medium", {}, {}))
     'ip:10.0.0.5'
     """
-    if finding.entity_type == "source":
+    if finding.entity_type in ("source", "target"):
         return f"ip:{finding.entity}"
     if finding.entity_type == "service":
         return f"ip:{finding.entity.rsplit(':', 1)[0]}"
@@ -73,6 +74,7 @@ class Incident:
     members: list = field(default_factory=list)
     member_count: int = 0
     folded: int = 0
+    reported: int = 0           # the highest severity (index) of a lead document written
     open: bool = True
 
 
@@ -96,8 +98,9 @@ class IncidentTracker:
 
     An incident is opened by a medium-or-higher finding on an address, rule or host; its lead
     is that of its strongest such finding. In every window, the strongest finding on the lead
-    address keeps its severity; every other member is reported at ``low`` (the incident
-    carries the severity), and beyond ``max_members`` per window members are only counted
+    address keeps its severity if that raises the incident's (its first window, an escalation);
+    every other member, and the lead while the attack goes on at the same level, is reported
+    at ``low`` (the incident carries the severity), and beyond ``max_members`` per window members are only counted
     (folded).
 
     Examples
@@ -200,11 +203,19 @@ class IncidentTracker:
             elif f.entity_type == "service":
                 _count(inc.targets, f.entity, self.max_listed)
                 inc.max_sources = max(inc.max_sources, int(f.observed.get("src_ips", 0)))
+            elif f.entity_type == "target":
+                inc.max_sources = max(inc.max_sources,
+                                      int(f.observed.get("unanswered_sources", 0)))
             else:
                 _count(inc.targets, f"{f.entity_type}:{f.entity}", self.max_listed)
             inc.member_count += 1
-            if f is top:
+            if f is top and SEVERITIES.index(f.severity) > inc.reported:
+                # the lead is reported at its severity when it raises the incident's;
+                # while the attack goes on at that level the incident carries it
+                inc.reported = SEVERITIES.index(f.severity)
                 out[id(f)] = Member(f, inc, f.severity, True)
+            elif f is top:
+                out[id(f)] = Member(f, inc, "low", True)
             elif written < self.max_members:
                 out[id(f)] = Member(f, inc, "low", False)
                 written += 1

@@ -63,7 +63,7 @@ def incidents(truth: dict, extra: dict) -> list[dict]:
 def overlaps(doc: dict, inc: dict) -> bool:
     """Whether an anomaly document's entity is one of the incident's entities."""
     etype, value = doc["entity"]["type"], str(doc["entity"]["value"])
-    if etype == "source":
+    if etype in ("source", "target"):
         return value in inc["ips"]
     if etype == "service":
         return value.rsplit(":", 1)[0] in inc["ips"]
@@ -198,7 +198,7 @@ def score_attacks(anomalies: list[dict], incs: list[dict], attacks: list[dict],
 def overlaps_ips(doc: dict, ips: set) -> bool:
     """Whether an anomaly document's entity (a source, or a service's address) is in ``ips``."""
     etype, value = doc["entity"]["type"], str(doc["entity"]["value"])
-    if etype == "source":
+    if etype in ("source", "target"):
         return value in ips
     if etype == "service":
         return value.rsplit(":", 1)[0] in ips

@@ -14,6 +14,7 @@ ENTITY_TERMS = {
                           ("destination.port", int(v.rsplit(":", 1)[1]))],
     "rule": lambda v: [("rule.id", v)],
     "host": lambda v: [("observer.hostname", v)],
+    "target": lambda v: [("destination.ip", v)],
 }
 
 

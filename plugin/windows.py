@@ -49,7 +49,7 @@ class RunSettings:
     detectors: tuple = ()
     quantile: float = 0.99
     levels: tuple = (3.0, 3.7, 6.0, 10.0)
-    entity_types: tuple = ("source", "service", "rule", "host")
+    entity_types: tuple = ("source", "service", "rule", "host", "target")
     max_buckets: int = 5000
     peer_sample: int = 20
     internal_networks: tuple = F.INTERNAL_NETWORKS
@@ -230,12 +230,13 @@ class WindowRunner:
         self.key = state_key(self.s.state_key_file)
 
     # -- state --------------------------------------------------------------------------------
+    def new_detector(self, etype: str) -> WindowDetector:
+        return WindowDetector(etype, F.FEATURES[etype], kind=self.s.detector_for(etype),
+                              q=self.s.quantile, warmup_windows=self.s.warmup_windows,
+                              levels=self.s.levels, seed=self.s.seed)
+
     def new_state(self) -> RunState:
-        dets = {t: WindowDetector(t, F.FEATURES[t], kind=self.s.detector_for(t),
-                                  q=self.s.quantile,
-                                  warmup_windows=self.s.warmup_windows, levels=self.s.levels,
-                                  seed=self.s.seed)
-                for t in self.s.entity_types}
+        dets = {t: self.new_detector(t) for t in self.s.entity_types}
         return RunState(dets, F.NoveltyMemory(internal=self.s.internal_networks),
                         vectors=deque(maxlen=self.s.ae_history_windows),
                         incidents=IncidentTracker(self.s.window_ms, self.s.incident_gap_windows,
@@ -309,6 +310,8 @@ class WindowRunner:
         found: list[tuple[Finding, str, list]] = []
         links: dict = {}
         for etype, rows in data["rows"].items():
+            if etype not in state.detectors:    # a checkpoint from before the type existed
+                state.detectors[etype] = self.new_detector(etype)
             det: WindowDetector = state.detectors[etype]
             rows = state.novelty.apply(etype, rows)
             links.update(row_links(etype, rows))
