@@ -204,7 +204,7 @@ def cardinality_aggs() -> dict:
     Examples
     --------
     >>> sorted(cardinality_aggs())
-    ['host', 'rule', 'service', 'source']
+    ['host', 'rule', 'service', 'source', 'target']
     """
     return {name: {"cardinality": {"field": field, "precision_threshold": 3000}}
             for name, field in ENTITY_FIELDS.items()}

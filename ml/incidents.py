@@ -36,7 +36,7 @@ KINDS: dict[tuple[str, str], str] = {
     ("rule", "denied_share"): "rule deny spike",
     ("host", "events"): "event spike",
     ("host", "denied"): "deny spike",
-    ("target", "unanswered_sources"): "inbound scan",
+    ("target", "unanswered_sources"): "many sources probing one host",
 }
 
 
@@ -204,8 +204,7 @@ class IncidentTracker:
                 _count(inc.targets, f.entity, self.max_listed)
                 inc.max_sources = max(inc.max_sources, int(f.observed.get("src_ips", 0)))
             elif f.entity_type == "target":
-                inc.max_sources = max(inc.max_sources,
-                                      int(f.observed.get("unanswered_sources", 0)))
+                _count(inc.targets, f.entity, self.max_listed)
             else:
                 _count(inc.targets, f"{f.entity_type}:{f.entity}", self.max_listed)
             inc.member_count += 1

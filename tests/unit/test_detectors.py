@@ -259,3 +259,35 @@ def test_a_short_quiet_history_leans_on_its_class_for_the_spread():
 
     assert fed(0.0)[0] and fed(0.0)[1] > 3.7          # alone, six quiet windows say "critical"
     assert fed(20.0)[0] and fed(20.0)[1] < 3.0        # with the class's spread, not even medium
+
+
+def test_internet_scanning_of_one_host_is_one_incident_from_its_first_windows():
+    # a few internet sources a minute, each trying one port once: no source or service stands
+    # out, the exposed host as a whole does; quiet hosts beside it stay quiet
+    from ml.incidents import IncidentTracker
+
+    rng = random.Random(5)
+    memory = F.NoveltyMemory()
+    det = WindowDetector("target", F.FEATURES["target"])
+    tracker = IncidentTracker(60_000)
+    reported, incidents = [], set()
+    for w in range(40):
+        rows = [(f"198.51.100.{i}", {"unanswered_sources": 0.0}) for i in range(1, 6)]
+        if w >= 20:     # the scanning starts in window 20 and goes on
+            rows.append(("203.0.113.80", {"unanswered_sources": float(rng.randint(1, 3))}))
+        rows = memory.apply("target", rows)
+        for m in tracker.update(det.process(rows), {}, w * 60_000):
+            if m.incident is not None:
+                incidents.add(m.incident.key)
+            if m.severity in ("medium", "high", "critical"):
+                reported.append((w, m.finding.entity))
+    assert incidents == {"ip:203.0.113.80"}
+    assert reported and reported[0][0] <= 22 and {e for _, e in reported} == {"203.0.113.80"}
+    assert len(reported) <= 3          # one incident carries the ongoing attack
+
+
+def test_a_targets_unanswered_sources_add_up_over_three_windows():
+    memory = F.NoveltyMemory()
+    sums = [memory.apply("target", [("192.0.2.7", {"unanswered_sources": n})])[0][1]
+            ["unanswered_sources"] for n in (1.0, 2.0, 3.0, 0.0, 0.0)]
+    assert sums == [1.0, 3.0, 6.0, 5.0, 3.0]

@@ -34,8 +34,12 @@ def test_an_attack_going_on_stays_one_incident_and_a_long_pause_starts_another()
     scan = finding("source", "203.0.113.9", 8.0, "high", dst_ports=500)
     first = t.update([scan], {}, 0)[0].incident
     again = t.update([scan], {}, 2 * W)[0]
-    assert again.incident is first and again.severity == "high"     # the lead keeps its level
+    # while it goes on at the same level the incident carries it: no new high document
+    assert again.incident is first and again.severity == "low" and again.lead
     assert first.windows == [0, 2 * W] and first.last_ms == 2 * W
+    worse = t.update([finding("source", "203.0.113.9", 12.0, "critical", dst_ports=5000)], {},
+                     3 * W)[0]
+    assert worse.incident is first and worse.severity == "critical"   # an escalation is news
     later = t.update([scan], {}, 10 * W)[0].incident
     assert later is not first and later.first_ms == 10 * W
 
