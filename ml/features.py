@@ -25,7 +25,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "service": ("events", "src_ips", "packets", "bytes", "failed_share", "first_seen"),
     "rule": ("hits", "denied_share"),
     "host": ("events", "denied"),
-    # a destination host as a whole: the distinct sources whose attempts on it went
+    # a destination host as a whole: the distinct internet sources whose attempts on it went
     # unanswered, over all its ports and the last ``FAN_IN_WINDOWS`` windows (Internet
     # scanning spreads thinly over ports, sources and time)
     "target": ("unanswered_sources",),
@@ -281,7 +281,10 @@ def entity_aggs(entity_type: str, *, size: int, include: dict | None = None,
     elif entity_type in ("rule", "host"):
         sub = {"denied": {"filter": DENIED}}
     elif entity_type == "target":
-        sub = {"unanswered": {"filter": FAILED, "aggs": {
+        # unsolicited: from the internet (internal clients failing to reach a resolver or a
+        # server that is down are an outage, not an attack)
+        unsolicited = {"bool": {"filter": [FAILED, external_filter("source.ip", internal)]}}
+        sub = {"unanswered": {"filter": unsolicited, "aggs": {
             "sources": {"cardinality": {"field": "source.ip"}}}}}
     else:
         raise ValueError(f"unknown entity type {entity_type!r}")
