@@ -74,8 +74,9 @@ def simulate(engine):
     for name, body in bodies.items():
         engine.store.put_pipeline(name, body)
 
-    def run(*lines: str) -> list[dict]:
-        results = engine.store.simulate("fwsiem-logs", [line_document(x.encode()) for x in lines])
+    def run(*lines: str, module: str | None = None) -> list[dict]:
+        docs = [line_document(x.encode(), module=module) for x in lines]
+        results = engine.store.simulate("fwsiem-logs", docs)
         docs = [r["doc"] for r in results]
         assert all(d.get("_index") != "fwsiem-deadletter" for d in docs), docs
         return [d["_source"] for d in docs]
@@ -90,6 +91,13 @@ def test_fortigate_cef_has_the_fields_of_the_native_log(simulate):
               if _value(native, f) != _value(cef, f)}
     assert not differ
     assert cef["cef"]["device"]["product"] == "Fortigate"
+
+
+def test_fortigate_hint_on_a_cef_line_reads_it_as_cef(simulate):
+    (hinted,) = simulate(FORTIGATE_CEF, module="fortigate")
+    (detected,) = simulate(FORTIGATE_CEF)
+    assert hinted["source"] == detected["source"]
+    assert hinted["event"]["dataset"] == "fwsiem.fortigate"
 
 
 def test_panos_cef_and_leef_give_the_same_fields(simulate):
