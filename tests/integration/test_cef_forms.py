@@ -111,14 +111,16 @@ def test_panos_cef_and_leef_give_the_same_fields(simulate):
 
 
 def test_unknown_cef_and_leef_vendors_are_events(simulate):
-    cef, leef = simulate(
+    cef, leef, bare = simulate(
         "CEF:0|Nobody Inc|Gizmo|0.1|42|Something happened|3|msg=hello\\=world x=1",
         "LEEF:1.0|Nobody Inc|Gizmo|0.1|42|\tsev=3\tmsg=hello",
+        "CEF:0|Nobody Inc|Gizmo|0.1|43|Nothing to add|3|",
     )
-    for doc in (cef, leef):
+    for doc in (cef, leef, bare):
         assert doc["event"]["kind"] == "event"
         assert doc["observer"]["vendor"] == "Nobody Inc"
-        assert doc["event"]["code"] == "42"
-        assert "fwsiem_body_unmapped" in doc["tags"]
+        assert doc["event"]["code"] in ("42", "43")
     assert cef["message"] == "hello=world"
     assert cef["cef"]["extensions"]["x"] == "1"
+    assert "fwsiem_body_unmapped" not in cef.get("tags", [])
+    assert "fwsiem_body_unmapped" in bare["tags"], "a header without an extension"
