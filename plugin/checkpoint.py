@@ -33,11 +33,12 @@ def checkpoint_id(partition: int, partitions: int) -> str:
 
 
 def state_key(path: str | os.PathLike = "") -> bytes:
-    """The local secret that signs checkpoints; created (32 random bytes, mode 0600) if missing.
+    """The local secret that signs checkpoints and model artifacts; created (32 random bytes,
+    mode 0600) if missing.
 
-    The models' state is a pickle, and unpickling runs code: a checkpoint is loaded only when
-    its HMAC under this key matches, so write access to the state index is not enough to make
-    the sidecar run anything.
+    The models' state and the registry's artifacts are pickles, and unpickling runs code: they
+    are loaded only when their HMAC under this key matches, so write access to the cluster is
+    not enough to make fwsiem run anything. The key never leaves this machine.
     """
     file = Path(os.path.expanduser(str(path) or DEFAULT_KEY_FILE))
     try:
@@ -50,8 +51,9 @@ def state_key(path: str | os.PathLike = "") -> bytes:
     except FileExistsError:      # another worker created it a moment ago
         text = file.read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"cannot read or create the run-state key {file}: {exc.strerror}",
-                          hint="set [run] state_key_file to a writable path") from None
+        raise ConfigError(f"cannot read or create the fwsiem key {file}: {exc.strerror}",
+                          hint="set [run] state_key_file (or [models] key_file) to a writable "
+                               "path") from None
     if len(text) < 32:
         raise ConfigError(f"the run-state key {file} is too short",
                           hint="delete it to have a new one made (existing checkpoints are then "
@@ -61,22 +63,35 @@ def state_key(path: str | os.PathLike = "") -> bytes:
     return text.encode()
 
 
+def sign(raw: bytes, key: bytes) -> str:
+    """HMAC-SHA256 of ``raw`` under the local key: what makes a pickle from the cluster ours."""
+    return hmac.new(key, raw, hashlib.sha256).hexdigest()
+
+
+def verify(raw: bytes, mac: str, key: bytes, *, what: str, hint: str) -> None:
+    """Raise :class:`ArtifactIntegrityError` unless ``mac`` is ``raw``'s signature under ``key``.
+
+    Called before anything read from the cluster is unpickled.
+    """
+    if not hmac.compare_digest(sign(raw, key), str(mac or "")):
+        raise ArtifactIntegrityError(f"{what} is not signed by this machine's fwsiem key; "
+                                     "it is refused and nothing in it was run", hint=hint)
+
+
 def encode_state(state: Any, key: bytes) -> tuple[str, str]:
     """Pickle, compress and base64 the state; also return its HMAC-SHA256 under ``key``."""
     # level 1: the state is written after every window, and level 6 took twice the time of
     # everything else in the checkpoint for 9% less size
     raw = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
-    return base64.b64encode(raw).decode("ascii"), hmac.new(key, raw, hashlib.sha256).hexdigest()
+    return base64.b64encode(raw).decode("ascii"), sign(raw, key)
 
 
 def decode_state(blob: str, mac: str, key: bytes, where: str) -> Any:
     raw = base64.b64decode(blob)
-    if not hmac.compare_digest(hmac.new(key, raw, hashlib.sha256).hexdigest(), mac or ""):
-        raise ArtifactIntegrityError(
-            f"the run state in {where} is not signed by this machine's run-state key",
-            hint="a worker that moved machines needs its key file ([run] state_key_file); "
-                 "otherwise the state was changed: delete that document to start the models "
-                 "afresh")
+    verify(raw, mac, key, what=f"the run state in {where}",
+           hint="a worker that moved machines needs its key file ([run] state_key_file); "
+                "otherwise the state was changed: delete that document to start the models "
+                "afresh")
     return pickle.loads(zlib.decompress(raw))  # noqa: S301 - our own state, HMAC-checked
 
 

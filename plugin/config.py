@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import difflib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from plugin.errors import ConfigError, InputError
 
@@ -29,25 +31,119 @@ SHORT_ENV = {
     "FWSIEM_CA_CERTS": ("engine", "ca_certs"),
 }
 
+#: FWSIEM_* variables that are not configuration keys.
+NOT_CONFIG_ENV = {"FWSIEM_CONFIG", "FWSIEM_ENGINE_CACHE", "FWSIEM_GENERATE"}
+NOT_CONFIG_ENV_PREFIXES = ("FWSIEM_TEST_",)
+#: Keys a file may set that have no default, with a value of their type: absent, they follow
+#: another setting (``[kibana] verify_certs`` follows ``[engine]``; ``[alert.rules.<id>]``
+#: overrides one alert definition).
+OPTIONAL_KEYS = {"kibana": {"verify_certs": True}, "alert": {"rules": {}}}
+BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
+            "false": False, "0": False, "no": False, "off": False}
+
 
 def default_config_text() -> str:
     return resources.files("plugin").joinpath("assets/fwsiem.toml").read_text()
 
 
-def _coerce(value: str, like: Any) -> Any:
+def _closest(word: str, known) -> str:
+    match = difflib.get_close_matches(word, list(known), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def _kind(like: Any) -> str:
+    if isinstance(like, bool):
+        return "a boolean (true or false)"
+    if isinstance(like, int):
+        return "a whole number"
+    if isinstance(like, float):
+        return "a number"
+    if isinstance(like, list):
+        return "a list"
+    if isinstance(like, dict):
+        return "a table"
+    return "a string"
+
+
+def _fits(value: Any, like: Any) -> bool:
+    """Whether a TOML value has the type of the default it replaces."""
+    if isinstance(like, bool):
+        return isinstance(value, bool)
+    if isinstance(like, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(like, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, type(like))
+
+
+def _coerce(value: str, like: Any, where: str) -> Any:
+    """An environment variable's text as the type of the default it replaces."""
+    text = value.strip()
+    if isinstance(like, bool):
+        if text.lower() not in BOOLEANS:
+            raise ConfigError(f"{where}={value!r} is not a boolean",
+                              hint="use true/false, 1/0, yes/no or on/off")
+        return BOOLEANS[text.lower()]
+    try:
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text)
+        if isinstance(like, dict):
+            parsed = json.loads(text)
+            if not isinstance(parsed, dict):
+                raise ValueError
+            return parsed
+    except ValueError:
+        raise ConfigError(f"{where}={value!r} is not {_kind(like)}") from None
     if isinstance(like, list):
         try:
-            parsed = json.loads(value)
+            parsed = json.loads(text)
         except ValueError:
-            parsed = [v.strip() for v in value.split(",") if v.strip()]
+            parsed = [v.strip() for v in text.split(",") if v.strip()]
         return parsed if isinstance(parsed, list) else [parsed]
-    if isinstance(like, bool):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    if isinstance(like, int):
-        return int(value)
-    if isinstance(like, float):
-        return float(value)
     return value
+
+
+def _known(defaults: dict, section: str) -> dict:
+    return {**OPTIONAL_KEYS.get(section, {}), **defaults.get(section, {})}
+
+
+def _check_file(data: dict, defaults: dict, source: str) -> None:
+    """Every section and key of a configuration file is known and has its default's type."""
+    for section, values in data.items():
+        if section not in defaults:
+            raise ConfigError(f"unknown section [{section}] in {source}"
+                              f"{_closest(section, defaults)}",
+                              hint=f"sections are {', '.join(defaults)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] in {source} must be a table, not a value")
+        known = _known(defaults, section)
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"unknown key {key!r} in [{section}] of {source}"
+                                  f"{_closest(key, known)}",
+                                  hint=f"keys of [{section}]: {', '.join(known)}")
+            if not _fits(value, known[key]):
+                raise ConfigError(f"{key} in [{section}] of {source} is {value!r}, which is not "
+                                  f"{_kind(known[key])}")
+
+
+def _env_key(name: str, defaults: dict) -> tuple[str, str]:
+    """The (section, key) a FWSIEM_<SECTION>_<KEY> variable sets; sections may hold ``_``."""
+    rest = name[len(ENV_PREFIX):].lower()
+    every = {f"{ENV_PREFIX}{s}_{k}".upper(): (s, k)
+             for s in defaults for k in _known(defaults, s)}
+    if name in every:
+        return every[name]
+    section = next((s for s in sorted(defaults, key=len, reverse=True)
+                    if rest.startswith(f"{s}_")), None)
+    where = f"environment variable {name}"
+    if section is None:
+        raise ConfigError(f"{where} names no configuration section{_closest(name, every)}",
+                          hint=f"sections are {', '.join(defaults)}")
+    raise ConfigError(f"{where} names no key of [{section}]{_closest(name, every)}",
+                      hint=f"keys of [{section}]: {', '.join(_known(defaults, section))}")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -74,6 +170,17 @@ class EngineSettings:
     max_retries: int = 5
     bulk_chunk: int = 2000
     spool_dir: str = ".fwsiem/spool"
+
+    def __post_init__(self) -> None:
+        try:
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError as exc:
+            raise ConfigError(f"cluster URL {self.url!r} is malformed: {exc}",
+                              hint="use http(s)://host:port, e.g. https://es.example:9200") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"cluster URL {self.url!r} is not an http:// or https:// URL "
+                              "with a host", hint="e.g. https://es.example:9200")
 
 
 @dataclass(frozen=True)
@@ -109,7 +216,8 @@ class Config:
 def load_config(path: str | os.PathLike | None = None, env: dict | None = None) -> Config:
     """Defaults, then the file (``path``, ``$FWSIEM_CONFIG`` or ``./fwsiem.toml``), then the environment."""
     env = os.environ if env is None else env
-    data = tomllib.loads(default_config_text())
+    defaults = tomllib.loads(default_config_text())
+    data = copy.deepcopy(defaults)
     source = "defaults"
     candidate = path or env.get("FWSIEM_CONFIG") or ("fwsiem.toml" if Path("fwsiem.toml").is_file() else None)
     if candidate:
@@ -117,21 +225,27 @@ def load_config(path: str | os.PathLike | None = None, env: dict | None = None) 
         if not p.is_file():
             raise ConfigError(f"configuration file {p} does not exist", hint="check --config or FWSIEM_CONFIG")
         try:
-            data = _merge(data, tomllib.loads(p.read_text()))
+            loaded = tomllib.loads(p.read_bytes().decode("utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {p} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"configuration file {p} is not UTF-8 text (byte {exc.start})",
+                              hint="save it as UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {p}: {exc.strerror}") from None
+        _check_file(loaded, defaults, str(p))
+        data = _merge(data, loaded)
         source = str(p)
     for name, (section, key) in SHORT_ENV.items():
         if env.get(name):
             data.setdefault(section, {})[key] = env[name]
-    pattern = re.compile(rf"^{ENV_PREFIX}([A-Z_]+?)_([A-Z0-9_]+)$")
     for name, value in env.items():
-        m = pattern.match(name)
-        if not m or name in SHORT_ENV:
+        if (not name.startswith(ENV_PREFIX) or name in SHORT_ENV or name in NOT_CONFIG_ENV
+                or name.startswith(NOT_CONFIG_ENV_PREFIXES)):
             continue
-        section, key = m.group(1).lower(), m.group(2).lower()
-        if section in data and key in data[section]:
-            data[section][key] = _coerce(value, data[section][key])
+        section, key = _env_key(name, defaults)
+        like = _known(defaults, section)[key]
+        data.setdefault(section, {})[key] = _coerce(value, like, name)
     return Config(data, source)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from plugin.config import Config
+from plugin.config import Config, EngineSettings
 from plugin.errors import EngineUnavailable, FwsiemError
 from plugin.store import Store
 
@@ -55,6 +55,20 @@ class StepLog:
         self.timings.append((title, took))
         click.echo(f"      done in {took:.1f} s (total {time.monotonic() - self.started:.0f} s)", err=True)
         return out
+
+
+def engine_environment(settings: EngineSettings) -> dict[str, str]:
+    """The cluster settings as the ``FWSIEM_*`` variables the nested steps read: environment,
+    not arguments, so no password or key shows in ``ps`` for the steps run as processes."""
+    env = {"FWSIEM_URL": settings.url,
+           "FWSIEM_ENGINE_VERIFY_CERTS": "true" if settings.verify_certs else "false"}
+    for name, value in (("FWSIEM_USERNAME", settings.username),
+                        ("FWSIEM_PASSWORD", settings.password),
+                        ("FWSIEM_API_KEY", settings.api_key),
+                        ("FWSIEM_CA_CERTS", settings.ca_certs)):
+        if value:
+            env[name] = value
+    return env
 
 
 def invoke(args: list[str]) -> None:

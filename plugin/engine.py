@@ -73,6 +73,18 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _process_start(pid: int) -> str | None:
+    """When a process started (clock ticks after boot, /proc/PID/stat field 22), or None.
+
+    A pid is reused once its process ends; the pid with its start time names one process.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def java_home() -> Path:
     """The JDK that runs the engines: $JAVA_HOME, else the ``java`` on PATH."""
     if os.environ.get("JAVA_HOME") and (Path(os.environ["JAVA_HOME"]) / "bin" / "java").exists():
@@ -170,11 +182,21 @@ class LocalEngine:
             return None
 
     def running(self) -> dict | None:
-        """The saved state when the recorded process is alive, else None."""
+        """The saved state when the recorded process is alive and is this engine, else None."""
         st = self.state()
-        if st and _pid_alive(int(st["pid"])):
+        if st and _pid_alive(int(st["pid"])) and self._is_ours(st):
             return st
         return None
+
+    def _is_ours(self, st: dict) -> bool:
+        """Whether the recorded pid is still the process this home started (not a reused pid)."""
+        pid = int(st["pid"])
+        if st.get("pid_start"):
+            return _process_start(pid) == st["pid_start"]
+        try:  # a state file from before start times were recorded: the engine runs in its home
+            return Path(os.readlink(f"/proc/{pid}/cwd")) == self.instance_dir.resolve()
+        except OSError:
+            return False
 
     # -- resolution ---------------------------------------------------------------------------
     def _cache_dir(self) -> Path:
@@ -277,9 +299,10 @@ class LocalEngine:
         proc = subprocess.Popen(cmd, stdout=logfh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, cwd=self.instance_dir, start_new_session=True, **kwargs)
         logfh.close()
-        st = {"flavor": self.flavor, "pid": proc.pid, "port": self.port, "url": self.url,
-              "home": str(self.instance_dir), "started_at": time.time(), "secure": self.secure,
-              "nodes": self.nodes, "ports": self.ports}
+        st = {"flavor": self.flavor, "pid": proc.pid, "pid_start": _process_start(proc.pid),
+              "port": self.port, "url": self.url, "home": str(self.instance_dir),
+              "started_at": time.time(), "secure": self.secure, "nodes": self.nodes,
+              "ports": self.ports}
         self.state_file.write_text(json.dumps(st))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -398,13 +421,18 @@ class LocalEngine:
         password = secrets.token_urlsafe(18)
         env = dict(os.environ, ES_JAVA_HOME=str(java_home()), ES_PATH_CONF=str(conf))
         env.pop("JAVA_HOME", None)
-        proc = subprocess.run([str(dist / "bin" / "elasticsearch-users"), "useradd", "fwsiem", "-p", password,
-                               "-r", "superuser"], capture_output=True, text=True, env=env)
+        # the password goes in on stdin (the tool's prompt), never on a command line `ps` shows
+        proc = subprocess.run([str(dist / "bin" / "elasticsearch-users"), "useradd", "fwsiem",
+                               "-r", "superuser"], input=f"{password}\n{password}\n",
+                              capture_output=True, text=True, env=env)
         if proc.returncode:
             raise EngineLaunchError(f"could not create the local user: {proc.stdout[-300:]}{proc.stderr[-300:]}")
-        self.credentials_file.write_text(json.dumps(
-            {"username": "fwsiem", "password": password, "ca_certs": str(certs / "ca.crt")}))
-        self.credentials_file.chmod(0o600)
+        self.credentials_file.unlink(missing_ok=True)
+        # created 0600, so the password is never readable by others, not even for a moment
+        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({"username": "fwsiem", "password": password,
+                                 "ca_certs": str(certs / "ca.crt")}))
         return {
             "xpack.security.http.ssl.enabled": True,
             "xpack.security.http.ssl.key": "certs/node.key",
@@ -475,13 +503,20 @@ class LocalEngine:
             "persistent": {"cluster.routing.allocation.disk.threshold_enabled": False}})
 
     def stop(self, timeout: float = 60) -> bool:
-        """Stop the recorded process group; True if something was stopped."""
+        """Stop the recorded process group; True if something was stopped.
+
+        A pid file whose process is gone, or whose pid now belongs to another process, is
+        removed and nothing is signalled.
+        """
         st = self.state()
         if not st:
             return False
         pid = int(st["pid"])
         stopped = False
-        if _pid_alive(pid):
+        if _pid_alive(pid) and not self._is_ours(st):
+            log.warning("the pid file %s names pid %s, which is now another process; it is left "
+                        "alone and the stale pid file removed", self.state_file, pid)
+        elif _pid_alive(pid):
             try:
                 os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:

@@ -445,11 +445,170 @@ def top_table(docs: Sequence[dict], n: int = 20) -> str:
 
 
 # -- exports --------------------------------------------------------------------------------------
+#: What an exported value may look like. A recommendation is data read back from the cluster,
+#: which others can write: every value that reaches a rule set is checked, never passed through.
+EXPORT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+WORD = re.compile(r"[a-z_]{0,32}")
+TRANSPORTS = ("tcp", "udp")
+NSX_ACTIONS = ("ALLOW", "DROP", "REJECT")
+NSX_DIRECTIONS = ("IN", "OUT", "IN_OUT")
+NSX_RULE_KEYS = {"resource_type", "id", "display_name", "source_groups", "destination_groups",
+                 "services", "service_entries", "action", "direction", "scope"}
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _match(value, pattern: re.Pattern, what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"{what} {value!r} is not of the form {pattern.pattern}")
+    return value
+
+
+def _one_of(value, allowed, what: str):
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{what} {value!r} is not one of {sorted(allowed)}")
+    return value
+
+
+def _ip(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} {value!r} is not an IP address")
+    return str(ipaddress.ip_address(value))
+
+
+def _port(value, what: str, portless: bool = False) -> int:
+    """A port 1-65535; with ``portless``, also 0 or -1, how traffic without ports (ICMP) is
+    recorded."""
+    lowest = -1 if portless else 1
+    if isinstance(value, bool) or not isinstance(value, (int, str)) \
+            or not re.fullmatch(r"-?\d{1,5}", str(value)) or not lowest <= int(value) <= 65535:
+        raise ValueError(f"{what} {value!r} is not a port ({lowest}-65535)")
+    return int(value)
+
+
+def _port_range(value, what: str) -> str:
+    lo, sep, hi = str(value).partition("-")
+    ports = [_port(lo, what)] + ([_port(hi, what)] if sep else [])
+    if ports != sorted(ports):
+        raise ValueError(f"{what} {value!r} is not a port range")
+    return "-".join(str(p) for p in ports)
+
+
+def _address(value, what: str) -> str:
+    """An address, a CIDR (no host bits) or an ``a-b`` range, as NSX groups take them."""
+    if isinstance(value, str) and "-" in value:
+        lo, _, hi = value.partition("-")
+        return f"{_ip(lo, what)}-{_ip(hi, what)}"
+    if not isinstance(value, str):
+        raise ValueError(f"{what} {value!r} is not an address or CIDR")
+    return str(ipaddress.ip_network(value))
+
+
+def _endpoint(value, what: str) -> tuple[str, int]:
+    ip, _, port = str(value).rpartition(":")
+    return _ip(ip, what), _port(port, what, portless=True)
+
+
+def _text(value, what: str, limit: int = 500) -> str:
+    if not isinstance(value, str) or len(value) > limit or re.search(r"[\x00-\x1f\x7f]", value):
+        raise ValueError(f"{what} {value!r} is not one line of at most {limit} characters")
+    return value
+
+
+def _nsx_rule(rule, rule_id: str) -> dict:
+    if not isinstance(rule, Mapping) or set(rule) - NSX_RULE_KEYS:
+        raise ValueError(f"NSX rule has fields {sorted(set(rule) - NSX_RULE_KEYS)} an export "
+                         "never writes" if isinstance(rule, Mapping) else "NSX rule is no object")
+    entries = []
+    for e in rule.get("service_entries") or []:
+        kind = _one_of(e.get("resource_type"), ("L4PortSetServiceEntry", "ICMPTypeServiceEntry"),
+                       "service entry type")
+        entry = {"resource_type": kind, "id": _match(e.get("id"), EXPORT_ID, "service entry id")}
+        if kind == "ICMPTypeServiceEntry":
+            entry["protocol"] = _one_of(e.get("protocol"), ("ICMPv4", "ICMPv6"), "ICMP protocol")
+        else:
+            entry["l4_protocol"] = _one_of(e.get("l4_protocol"), ("TCP", "UDP"), "protocol")
+            entry["destination_ports"] = [_port_range(p, "destination port")
+                                          for p in e.get("destination_ports") or []]
+        entries.append(entry)
+    groups = {k: ["ANY"] if rule.get(k) == ["ANY"] else [_address(a, k) for a in rule.get(k)]
+              for k in ("source_groups", "destination_groups")}
+    if rule.get("services") not in (["ANY"], []) or rule.get("scope") != ["ANY"]:
+        raise ValueError("NSX rule services and scope must be ANY or empty")
+    if rule.get("resource_type") != "Rule" or rule.get("id") != f"fwsiem-{rule_id}" or \
+            rule.get("display_name") != f"rule {rule_id}":
+        raise ValueError(f"NSX rule id {rule.get('id')!r} is not fwsiem-{rule_id}")
+    return {"resource_type": "Rule", "id": f"fwsiem-{rule_id}", "display_name": f"rule {rule_id}",
+            **groups, "services": list(rule["services"]), "service_entries": entries,
+            "action": _one_of(rule.get("action"), NSX_ACTIONS, "NSX action"),
+            "direction": _one_of(rule.get("direction"), NSX_DIRECTIONS, "NSX direction"),
+            "scope": ["ANY"]}
+
+
+def _exportable(d: Mapping) -> dict:
+    finding = _one_of(d["finding"], KIND_OF, "finding")
+    kind = _one_of(d["kind"], set(KIND_OF.values()), "kind")
+    target_type = {"allowlist": "endpoint", "top_dropped": "destination",
+                   "deny_spike": "host"}.get(finding, "rule")
+    value = d["target"]["value"]
+    if target_type == "host":
+        value = _ip(value, "target")
+    elif target_type == "rule":
+        value = _match(value, RULE_ID, "rule id")
+    else:
+        ip, port = _endpoint(value, "target")
+        value = f"{ip}:{port}"
+    confidence = d["confidence"]
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) \
+            or not 0 <= confidence <= 1:
+        raise ValueError(f"confidence {confidence!r} is not a number from 0 to 1")
+    proposal = d["proposal"]
+    out = {"action": _match(proposal.get("action", ""), WORD, "action")}
+    if finding == "allowlist":
+        ep = proposal["endpoint"]
+        ip = _ip(ep["ip"], "endpoint address")
+        port = _port(ep["port"], "endpoint port", portless=True)
+        if value != f"{ip}:{port}":
+            raise ValueError(f"target {value!r} is not the endpoint {ip}:{port}")
+        out["endpoint"] = {"ip": ip, "port": port,
+                           "transport": _one_of(ep.get("transport", "tcp"), TRANSPORTS,
+                                                "transport")}
+        cidrs = proposal["cidrs"]
+        if not isinstance(cidrs, list):
+            raise ValueError(f"cidrs {cidrs!r} is not a list")
+        out["cidrs"] = [str(ipaddress.ip_network(_text(c, "CIDR", 64))) for c in cidrs]
+    elif finding == "overly_broad" and "nsx" in proposal:
+        out["nsx"] = _nsx_rule(proposal["nsx"], value)
+    return {"_id": _match(d["_id"], EXPORT_ID, "_id"), "kind": kind, "finding": finding,
+            "title": _text(d["title"], "title"), "target": {"type": target_type, "value": value},
+            "severity": _one_of(d["severity"], SEVERITY_RANK, "severity"),
+            "confidence": float(confidence), "proposal": out,
+            "period": {k: dt.datetime.fromisoformat(_text(d["period"][k], k, 64)).isoformat()
+                       for k in ("start", "end")}}
+
+
+def exportable(doc: Mapping, index: str) -> dict:
+    """The recommendation with every value an export writes checked (addresses and CIDRs with
+    :mod:`ipaddress`, ports, protocols and actions from fixed sets, ids against strict patterns,
+    text on one line); a document that fails is refused with a one-line error naming it."""
+    try:
+        return _exportable(doc)
+    except KeyError as exc:
+        problem = f"it has no {exc}"
+    except (TypeError, AttributeError, ValueError) as exc:
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    raise InputError(f"recommendation {doc.get('_id')!r} in {index} cannot be exported: {problem}",
+                     hint="it was not written by `fwsiem recommend` or was changed since; "
+                          "delete it and re-run `fwsiem recommend`")
+
+
 def read_recommendations(store, index: str, kinds: Sequence[str] | None = None) -> list[dict]:
+    """The recommendations in ``index``, each checked by :func:`exportable`."""
     if not store.exists(index):
         return []
     q = {"terms": {"finding": list(kinds)}} if kinds else None
-    docs = [{**h["_source"], "_id": h["_id"]} for h in store.scan(index, query=q)]
+    docs = [exportable({**h["_source"], "_id": h["_id"]}, index)
+            for h in store.scan(index, query=q)]
     return sorted(docs, key=lambda d: (d["finding"], d["target"]["value"], d["period"]["end"]))
 
 
@@ -463,6 +622,12 @@ def latest_per_target(docs: Sequence[dict]) -> list[dict]:
     return [best[k] for k in sorted(best)]
 
 
+def _portless(doc: Mapping) -> bool:
+    """An allow-list for traffic recorded without a destination port (port 0 or -1): a port
+    rule cannot express it, so the rule exports leave it out."""
+    return doc["proposal"]["endpoint"]["port"] <= 0
+
+
 def export_nsx(docs: Sequence[dict], domain: str = "default",
                policy: str = "fwsiem-recommended") -> dict:
     """A hierarchical NSX-T Policy API body (``PATCH /policy/api/v1/infra``): groups per endpoint
@@ -471,7 +636,7 @@ def export_nsx(docs: Sequence[dict], domain: str = "default",
     children, rules = [], []
     seq = 10
     for d in docs:
-        if d["finding"] != "allowlist":
+        if d["finding"] != "allowlist" or _portless(d):
             continue
         ep = d["proposal"]["endpoint"]
         slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{ep['ip']}-{ep['port']}").strip("-")
@@ -520,7 +685,10 @@ def export_iptables(docs: Sequence[dict], chain: str = "FWSIEM") -> str:
              f":{chain} - [0:0]", f"-A FORWARD -j {chain}", f"-A INPUT -j {chain}"]
     v6 = []
     for d in docs:
-        if d["finding"] == "allowlist":
+        if d["finding"] == "allowlist" and _portless(d):
+            lines.append(f"# {d['target']['value']}: traffic without a destination port, not a "
+                         "port rule; see the csv export")
+        elif d["finding"] == "allowlist":
             ep = d["proposal"]["endpoint"]
             proto = ep.get("transport", "tcp")
             for cidr in d["proposal"]["cidrs"]:
@@ -539,20 +707,27 @@ def export_iptables(docs: Sequence[dict], chain: str = "FWSIEM") -> str:
 
 
 def export_csv(docs: Sequence[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "kind", "finding", "target", "severity", "confidence", "action", "cidr",
-                "port", "start", "end", "title"])
+    rows = [["id", "kind", "finding", "target", "severity", "confidence", "action", "cidr",
+             "port", "start", "end", "title"]]
     for d in docs:
         base = [d["_id"], d["kind"], d["finding"], d["target"]["value"], d["severity"],
                 d["confidence"]]
         tail = [d["period"]["start"], d["period"]["end"], d["title"]]
         if d["finding"] == "allowlist":
             for cidr in d["proposal"]["cidrs"] or [""]:
-                w.writerow(base + ["allow", cidr, d["proposal"]["endpoint"]["port"]] + tail)
+                rows.append(base + ["allow", cidr, d["proposal"]["endpoint"]["port"]] + tail)
         else:
-            w.writerow(base + [d["proposal"].get("action", ""), "", ""] + tail)
+            rows.append(base + [d["proposal"].get("action", ""), "", ""] + tail)
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([_csv_cell(v) for v in r] for r in rows)
     return buf.getvalue()
+
+
+def _csv_cell(value):
+    """A cell a spreadsheet shows as text, never evaluates as a formula (OWASP CSV injection)."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value
+    return value
 
 
 # -- what-if --------------------------------------------------------------------------------------

@@ -2,10 +2,14 @@
 
 Every trained model is one document in the models index (``[indices] models``,
 ``fwsiem-models``): its name and version, the estimator's parameters, the data range it saw,
-its metrics, the library versions and the sha256 of its artifact. The artifact (a joblib
-pickle) is stored beside it as base64 chunks, so any sidecar connected to the cluster can load
-it without a shared filesystem. An artifact is unpickled only after its hash matches the
-record; otherwise :class:`~plugin.errors.ArtifactIntegrityError` is raised.
+its metrics, the library versions, the sha256 of its artifact and the artifact's HMAC under
+this machine's fwsiem key (:func:`plugin.checkpoint.state_key`, the key that signs run
+checkpoints). The artifact (a joblib pickle) is stored beside it as base64 chunks, so any
+sidecar connected to the cluster and holding the key can load it without a shared filesystem.
+Unpickling runs code, and anyone who can write to the models index can write a record and its
+sha256: an artifact is unpickled only after its HMAC, which binds it to the model's name and
+version, matches under the local key; otherwise :class:`~plugin.errors.ArtifactIntegrityError`
+is raised and nothing in it runs.
 
 One version per model name is ``active``. A new version becomes active only if its hold-out
 metric is not worse than the active one's by more than a tolerance (or when forced); the
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from plugin.checkpoint import sign, state_key, verify
 from plugin.errors import ArtifactIntegrityError, FwsiemError, InputError
 from plugin.setup import template_mappings
 from plugin.store import Store, doc_id
@@ -32,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 0.01
 DEFAULT_CHUNK_BYTES = 512 * 1024
+ARTIFACT_FORMAT = "joblib+hmac-sha256"
 
 #: Mapping of the models index. Parameters and reports stay in ``_source`` only.
 
@@ -103,20 +109,35 @@ class ModelRecord:
 class Registry:
     """Store, list, promote, roll back and load models in the cluster's models index."""
 
-    def __init__(self, store: Store, index: str = "fwsiem-models", *,
+    def __init__(self, store: Store, index: str = "fwsiem-models", *, key: bytes | None = None,
                  tolerance: float = DEFAULT_TOLERANCE,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         self.store = store
         self.index = index
+        self._key = key
         self.tolerance = float(tolerance)
         self.chunk_bytes = int(chunk_bytes)
 
     @classmethod
     def from_config(cls, store: Store, config) -> Registry:
         section = config.section("models")
-        return cls(store, config.indices.get("models", "fwsiem-models"),
+        key_file = section.get("key_file") or config.section("run").get("state_key_file", "")
+        return cls(store, config.indices.get("models", "fwsiem-models"), key=state_key(key_file),
                    tolerance=section.get("promotion_tolerance", DEFAULT_TOLERANCE),
                    chunk_bytes=section.get("artifact_chunk_bytes", DEFAULT_CHUNK_BYTES))
+
+    @property
+    def key(self) -> bytes:
+        """The local key that signs artifacts (the default key file unless one was given)."""
+        if self._key is None:
+            self._key = state_key()
+        return self._key
+
+    @staticmethod
+    def _signed(name: str, version: int, blob: bytes) -> bytes:
+        # the name and version are signed with the artifact, so a signed artifact cannot be
+        # relabelled as another model or version
+        return f"fwsiem-model\n{name}\n{int(version)}\n".encode() + blob
 
     # -- writing ------------------------------------------------------------------------------
     def ensure_index(self) -> None:
@@ -167,7 +188,8 @@ class Registry:
             "report_json": json.dumps(report or {}, default=repr),
             "libraries": library_versions(),
             "artifact": {"sha256": sha, "size": len(blob), "chunks": len(chunks),
-                         "format": "joblib"},
+                         "format": ARTIFACT_FORMAT,
+                         "hmac": sign(self._signed(name, version, blob), self.key)},
         }
         actions = [{"_op_type": "index", "_index": self.index,
                     "_id": doc_id("model-artifact", name, version, i),
@@ -221,8 +243,17 @@ class Registry:
         return next((r for r in self.records(name) if r.status == "active"), None)
 
     def artifact_bytes(self, record: ModelRecord) -> bytes:
-        """The artifact, reassembled from its chunks and checked against the recorded sha256."""
-        n = int(record.doc["artifact"]["chunks"])
+        """The artifact, reassembled from its chunks, checked against the recorded sha256 and
+        its signature under the local key."""
+        where = (f"model {record.name!r} version {record.version} in {self.index} at "
+                 f"{self.store.safe_url}")
+        artifact = record.doc.get("artifact") or {}
+        if artifact.get("format") != ARTIFACT_FORMAT or not artifact.get("hmac"):
+            raise ArtifactIntegrityError(
+                f"{where} has no signed artifact (format {artifact.get('format')!r}, stored by an "
+                "older fwsiem or by someone else); it is refused and nothing in it was run",
+                hint=f"retrain with `fwsiem train {record.name}`")
+        n = int(artifact["chunks"])
         parts = []
         for i in range(n):
             chunk = self.store.get_doc(self.index, doc_id("model-artifact", record.name,
@@ -242,6 +273,11 @@ class Registry:
                 f"{record.sha256[:16]}…; it was changed after training and is refused",
                 hint=f"retrain with `fwsiem train {record.name}` or "
                      f"`fwsiem models rollback {record.name}`")
+        verify(self._signed(record.name, record.version, blob), artifact["hmac"], self.key,
+               what=f"the artifact of {where}",
+               hint=f"a model trained on another workstation loads only with that "
+                    f"workstation's key ([models] key_file, docs/threat-model.md); otherwise "
+                    f"retrain with `fwsiem train {record.name}`")
         return blob
 
     def load(self, name: str, version: int | None = None):

@@ -232,7 +232,11 @@ def read_rules(path: str | Path, *, now: str | None = None) -> list[dict]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"rules file {p} does not exist", hint="check the path")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"rules file {p} is not UTF-8 text (byte {exc.start})",
+                         hint="give an NSX-T JSON export, or fwsiem YAML/JSON/CSV rules") from None
     source = str(p)
     if p.suffix.lower() == ".csv":
         rules, groups = _csv_rules(text, source)

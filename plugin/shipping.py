@@ -206,6 +206,7 @@ class IngestStats:
     replayed: int = 0  # documents taken from the spool this run (their outcomes are counted too)
     retried: int = 0
     by_format: dict[str, int] = field(default_factory=dict)
+    unmapped: dict[str, int] = field(default_factory=dict)  # "dataset code" -> events
     spool_files: list[str] = field(default_factory=list)
     not_written: list[str] = field(default_factory=list)
     not_read: list[str] = field(default_factory=list)
@@ -221,7 +222,8 @@ class IngestStats:
 
     def as_dict(self) -> dict:
         keys = ("read", "bytes_read", "indexed", "already_present", "dead_lettered", "spooled",
-                "replayed", "retried", "by_format", "spool_files", "not_written", "not_read")
+                "replayed", "retried", "by_format", "unmapped", "spool_files", "not_written",
+                "not_read")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -709,8 +711,10 @@ def _drain(t: _Tail, batcher: LineBatcher, final: bool = False) -> bool:
 
 
 # -- the summary --------------------------------------------------------------------------------
-def format_counts(store, settings: ShipSettings, paths: Iterable[str], since: str) -> dict[str, int]:
-    """Events written from these sources since ``since``, by ``event.dataset`` (one aggregation)."""
+def format_counts(store, settings: ShipSettings, paths: Iterable[str], since: str,
+                  tag: str | None = None) -> dict[str, int]:
+    """Events written from these sources since ``since``, by ``event.dataset`` (one aggregation);
+    with ``tag``, only the events carrying it, by ``"<event.dataset> <event.code>"``."""
     shown = [STDIN_PATH if p == STDIN else p for p in paths]
     store.refresh(settings.events_index)
     counts: dict[str, int] = {}
@@ -718,11 +722,16 @@ def format_counts(store, settings: ShipSettings, paths: Iterable[str], since: st
         query = {"bool": {"filter": [
             {"terms": {"log.file.path": shown[i:i + 10000]}},
             {"range": {"event.ingested": {"gte": since}}},
-        ]}}
+        ] + ([{"term": {"tags": tag}}] if tag else [])}}
         aggs = {"f": {"terms": {"field": "event.dataset", "size": 100, "missing": "(none)"}}}
+        if tag:
+            aggs["f"]["aggs"] = {"c": {"terms": {"field": "event.code", "size": 100,
+                                                 "missing": "(none)"}}}
         res = store.aggregate(settings.events_index, aggs, query=query)
         for b in res.get("f", {}).get("buckets", []):
-            counts[b["key"]] = counts.get(b["key"], 0) + int(b["doc_count"])
+            for key, n in ([(f"{b['key']} {c['key']}", c["doc_count"]) for c in b["c"]["buckets"]]
+                           if tag else [(b["key"], b["doc_count"])]):
+                counts[key] = counts.get(key, 0) + int(n)
     return counts
 
 
@@ -739,6 +748,10 @@ def summary_lines(stats: IngestStats) -> list[str]:
     if stats.by_format:
         out.append("indexed by format: " + ", ".join(
             f"{k} {v:,}" for k, v in sorted(stats.by_format.items(), key=lambda kv: -kv[1])))
+    if stats.unmapped:
+        out.append("indexed, message not mapped (tag fwsiem_body_unmapped), by format and code: "
+                   + ", ".join(f"{k} {v:,}" for k, v in sorted(stats.unmapped.items(),
+                                                               key=lambda kv: -kv[1])))
     if stats.spooled:
         out.append(f"NOT WRITTEN:      {stats.spooled:,} (spooled, replayed on the next run)")
         out.extend(f"  {w}" for w in stats.not_written[:10])

@@ -149,6 +149,9 @@ class Store:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def connect(cls, settings: EngineSettings) -> Store:
+        if urlsplit(settings.url).scheme == "http" and (settings.username or settings.api_key):
+            log.warning("credentials for %s are sent unencrypted over http://: anyone on the path "
+                        "can read them; use an https:// URL", redact_url(settings.url))
         flavor, version = _detect(settings)
         store = cls(settings, flavor, version)
         log.debug("connected to %s %s at %s", flavor, version, store.safe_url)

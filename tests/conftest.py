@@ -6,6 +6,7 @@ cannot be started, its tests fail under CI=true and are skipped (with the reason
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from plugin.config import Config, load_config
 from plugin.engine import OPENSEARCH_PORTS, LocalEngine, find_free_port
+from plugin.setup import pipeline_files, processors_used
 from plugin.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,6 +111,22 @@ def os_engine(engine_tmp_root) -> Engine:
 def engine(request, engine_tmp_root) -> Engine:
     """Each integration test runs once per flavour; the test id names it."""
     return _engine(request.param, engine_tmp_root)
+
+
+@pytest.fixture(scope="module")
+def installed(engine):
+    """The engine with every fwsiem pipeline of its flavour installed (a file in
+    `ingest_pipelines/<format>/<flavor>/` replaces the one of the same id); skipped, with the
+    processors it lacks named, on a build without ingest-common and Painless."""
+    bodies = {p.stem: json.loads(p.read_text()) for p in pipeline_files(engine.flavor)}
+    needed = set().union(*(processors_used(b) for b in bodies.values()))
+    missing = sorted(needed - engine.store.ingest_processors())
+    if missing:
+        pytest.skip(f"{engine.flavor} at {engine.url} lacks ingest processors [{', '.join(missing)}] "
+                    f"that the fwsiem pipelines need (install ingest-common and Painless)")
+    for name, body in bodies.items():
+        engine.store.put_pipeline(name, body)
+    return engine
 
 
 @pytest.fixture

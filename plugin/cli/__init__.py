@@ -16,7 +16,7 @@ import click
 
 from plugin import __version__
 from plugin.config import Config, load_config
-from plugin.errors import FwsiemError
+from plugin.errors import ConfigError, FwsiemError, InputError
 
 
 class AppContext:
@@ -45,13 +45,17 @@ pass_app = click.make_pass_decorator(AppContext)
               help="TOML configuration file (default: ./fwsiem.toml if present, then built-in defaults).")
 @click.option("--url", help="Cluster URL, e.g. https://es.example:9200 [env FWSIEM_URL].")
 @click.option("--username", help="Basic-auth user [env FWSIEM_USERNAME].")
-@click.option("--password", help="Basic-auth password [env FWSIEM_PASSWORD].")
+@click.option("--password", help="Basic-auth password; visible to other local users in `ps`: "
+                                 "prefer --password-file or FWSIEM_PASSWORD.")
+@click.option("--password-file", type=click.File("r", encoding="utf-8"),
+              help="File whose first line is the basic-auth password (mode 600).")
 @click.option("--api-key", help="API key, base64 'id:key' or 'id:key' [env FWSIEM_API_KEY].")
 @click.option("--ca-certs", type=click.Path(dir_okay=False), help="PEM CA bundle for https [env FWSIEM_CA_CERTS].")
 @click.option("--insecure", is_flag=True, help="Do not verify the cluster's TLS certificate.")
 @click.option("--debug", is_flag=True, help="Verbose logs and full tracebacks on errors.")
 @click.pass_context
-def cli(ctx, config_path, url, username, password, api_key, ca_certs, insecure, debug):
+def cli(ctx, config_path, url, username, password, password_file, api_key, ca_certs, insecure,
+        debug):
     """fwsiem: firewall analytics for Elasticsearch and OpenSearch.
 
     Parses firewall logs into ECS with ingest pipelines, finds anomalies with online
@@ -65,6 +69,16 @@ def cli(ctx, config_path, url, username, password, api_key, ca_certs, insecure, 
     if not debug:
         for noisy in ("elastic_transport", "opensearch", "urllib3", "elasticsearch"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+    if password is not None:
+        logging.getLogger(__name__).warning(
+            "--password on the command line is visible to other local users (ps); "
+            "use --password-file or FWSIEM_PASSWORD")
+    if password_file is not None:
+        if password is not None:
+            raise click.UsageError("give --password or --password-file, not both")
+        password = password_file.readline().rstrip("\r\n")
+        if not password:
+            raise ConfigError(f"password file {password_file.name} is empty")
     config = load_config(config_path).with_overrides(
         "engine", url=url, username=username, password=password, api_key=api_key,
         ca_certs=ca_certs, verify_certs=False if insecure else None,
@@ -93,6 +107,13 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a path given to a command cannot be read or written
+        if debug:
+            traceback.print_exc()
+        where = f" {exc.filename}" if exc.filename else ""
+        click.echo(f"error: cannot use{where}: {exc.strerror or exc} (check the path and its "
+                   "permissions)", err=True)
+        sys.exit(InputError.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -13,6 +13,7 @@ from plugin.config import parse_duration
 from plugin.demo import (
     DemoPlan,
     StepLog,
+    engine_environment,
     invoke,
     invoke_parallel,
     print_summary,
@@ -61,9 +62,9 @@ def command(app, workdir, scenario, hours, seed, port, as_json):
         click.echo(f"      local OpenSearch at {st['url']} (stop it with `fwsiem engine stop`)", err=True)
 
     steps.run("cluster", engine)
-    root = ["--url", config.engine.url]
-    if config.source != "defaults":
-        root = ["--config", config.source, *root]
+    # the nested steps reach the same cluster with the same credentials and TLS settings
+    os.environ.update(engine_environment(config.engine))
+    root = ["--config", config.source] if config.source != "defaults" else []
     steps.run("fwsiem setup: templates, indices, pipelines", lambda: invoke([*root, "setup"]))
     sim = plan.sim_dir
     steps.run(f"simulate {hours:g} h of the '{scenario}' scenario (seed {seed})",

@@ -95,7 +95,8 @@ def stop(app, flavor, home):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
 def status(app, home, as_json):
-    """Show the local engines of this home directory; exit 1 if none is running."""
+    """Show the local engines of this home directory; exit 1 if none is running or one is not
+    healthy."""
     rows = []
     for flavor in FLAVORS:
         eng = _engine(app, flavor, None, home, None)
@@ -110,7 +111,7 @@ def status(app, home, as_json):
                        f"{'healthy' if r['healthy'] else 'NOT healthy'}  {r.get('version', '')}")
         if not rows:
             click.echo("no local engine running")
-    raise SystemExit(0 if rows else 1)
+    raise SystemExit(0 if rows and all(r["healthy"] for r in rows) else 1)
 
 
 def _node_command(action: str):

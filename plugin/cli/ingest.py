@@ -101,6 +101,8 @@ def command(app, paths, fmt, follow, progress, as_json):
     if stats.indexed and fmt != "pcap" and not stats.by_format and not shipper.down:
         try:
             stats.by_format = format_counts(app.store, settings, sources, started)
+            stats.unmapped = format_counts(app.store, settings, sources, started,
+                                           tag="fwsiem_body_unmapped")
         except Exception:  # the counts are a courtesy; the outcome is already known
             pass
     if as_json:

@@ -10,7 +10,7 @@ import click
 
 from plugin.cli import AppContext, pass_app
 from plugin.config import parse_time
-from plugin.errors import ConfigError
+from plugin.errors import ConfigError, InputError
 from plugin.windows import WindowRunner, parse_partition, window_bounds
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,11 @@ def command(app: AppContext, from_, to, partition):
     if from_ms is not None and to_ms is not None and to_ms <= from_ms:
         raise ConfigError("--to must be after --from")
     i, n = parse_partition(partition)
+    events = app.config.index("events_pattern")
+    if to_ms is not None and not app.store.count(events):
+        raise InputError(f"no events in {events} at {app.store.safe_url} to backfill",
+                         hint="ingest logs with `fwsiem ingest` first, or check [indices] "
+                              "events_pattern")
     stopping = {"flag": False}
 
     def on_term(signum, frame):

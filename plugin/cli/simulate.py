@@ -90,7 +90,11 @@ def command(scenario, preset, hours, seed, start, out, format_mix, per_host, rat
     """
     from ml.simulate import Simulation, load_scenario
 
-    sc = load_scenario(preset or scenario)
+    try:
+        sc = load_scenario(preset or scenario)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"scenario {preset or scenario} is not UTF-8 text (byte {exc.start})",
+                         hint="give a packaged scenario name or a scenario TOML file") from None
     mix = _format_mix(format_mix)
     if mix:
         sc = sc.with_overrides({"output": {"format_mix": mix}})

@@ -18,6 +18,13 @@ ALLOWED_ROOTS = {
 }
 GROK_FIELD = re.compile(r"%\{\w+:([\w.@]+)(?::\w+)?\}|\(\?<([\w.@]+)>")
 PAINLESS_ASSIGN = re.compile(r"ctx\.([A-Za-z_@][\w]*)\s*=(?!=)")
+# Processors that only add a field: when one fails, the event is kept and the failure recorded on
+# it by this pipeline (tag fwsiem_enrichment_failed, fwsiem.enrichment_failures), never dead-lettered.
+ENRICHMENT_FAILED = "fwsiem-enrichment-failed"
+ENRICHMENT_PROCESSORS = {"community_id", "geoip", "user_agent", "network_direction",
+                         "registered_domain", "uri_parts"}
+# Pipelines that only add fields: they record their failures instead of dead-lettering.
+ENRICHMENT_PIPELINES = {"fwsiem-community-id", "fwsiem-community-id-by-script"}
 
 
 def _load() -> dict[Path, dict]:
@@ -35,6 +42,17 @@ def _processors(body: dict):
                 yield from walk(conf.get("on_failure", []), f"{where}[{i}].on_failure")
     yield from walk(body.get("processors", []), "processors")
     yield from walk(body.get("on_failure", []), "on_failure")
+
+
+def _records_enrichment_failure(on_failure: list[dict]) -> bool:
+    return any(kind == "pipeline" and conf.get("name") == ENRICHMENT_FAILED
+               for proc in on_failure for kind, conf in proc.items())
+
+
+def _is_enrichment_pipeline(path: Path, body: dict) -> bool:
+    """The recorder itself, or one of ENRICHMENT_PIPELINES, which must record its failures."""
+    return path.stem == ENRICHMENT_FAILED or (
+        path.stem in ENRICHMENT_PIPELINES and _records_enrichment_failure(body.get("on_failure", [])))
 
 
 def test_there_is_an_entry_pipeline_and_one_per_format():
@@ -67,6 +85,8 @@ def test_every_processor_has_a_unique_tag():
 def test_on_failure_turns_the_document_into_a_dead_letter():
     offenders = []
     for path, body in PIPELINE_FILES.items():
+        if _is_enrichment_pipeline(path, body):
+            continue
         sets = {c.get("field"): c.get("value") for k, c in
                 (next(iter(p.items())) for p in body.get("on_failure", [])) if k == "set"}
         needed = {"_index": "fwsiem-deadletter", "event.kind": "pipeline_error",
@@ -78,6 +98,22 @@ def test_on_failure_turns_the_document_into_a_dead_letter():
                 offenders.append(f"{path.name}: on_failure does not set {field} to {value}")
         if sets.get("fwsiem.deadletter.pipeline") != path.stem:
             offenders.append(f"{path.name}: on_failure does not name its pipeline")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_a_failed_enrichment_is_recorded_on_the_event_never_dead_lettered():
+    offenders = []
+    for path, body in PIPELINE_FILES.items():
+        enrichment_pipeline = _is_enrichment_pipeline(path, body)
+        for where, kind, conf in _processors(body):
+            if kind in ENRICHMENT_PROCESSORS and not enrichment_pipeline and \
+                    not _records_enrichment_failure(conf.get("on_failure", [])):
+                offenders.append(f"{path.name} {where}: on_failure does not call {ENRICHMENT_FAILED}")
+    recorder = next(b for p, b in PIPELINE_FILES.items() if p.stem == ENRICHMENT_FAILED)
+    kinds = {kind for where, kind, conf in _processors(recorder)}
+    if not kinds <= {"append", "set"} or any(not conf.get("ignore_failure") for proc in
+                                             recorder["on_failure"] for conf in proc.values()):
+        offenders.append(f"{ENRICHMENT_FAILED}: only appends/sets, and its on_failure cannot fail")
     assert not offenders, "\n".join(offenders)
 
 

@@ -221,3 +221,10 @@ def test_the_import_file_holds_every_object_with_json_text_attributes():
         if meta and not isinstance(json.loads(meta["searchSourceJSON"]), dict):
             offenders.append(f"{o['id']}.searchSourceJSON")
     assert offenders == []
+
+
+def test_parsing_health_shows_unmapped_messages_and_enrichment_failures():
+    health = _dashboard_fields("Parsing health")
+    unmapped, failed = "tags:fwsiem_body_unmapped", "tags:fwsiem_enrichment_failed"
+    assert {("observer.vendor", unmapped), ("event.code", unmapped), ("message", unmapped),
+            ("fwsiem.enrichment_failures.processor_tag", failed)} <= health

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from plugin.engine import OPENSEARCH_PORTS, LocalEngine, find_free_port
 from plugin.errors import EngineLaunchError
+
+REPO = Path(__file__).resolve().parents[2]
 
 GROK_DISSECT = {
     "description": "grok + dissect smoke pipeline",
@@ -66,3 +73,56 @@ def test_bulk_through_a_pipeline_is_parsed_on_an_ingest_node(engine, unique_pref
     assert engine.store.get_doc(index, "1")["src"] == "10.0.0.9"
     engine.store.delete_index(index)
     engine.store.delete_pipeline("fwsiem-smoke-bulk")
+
+
+def _fwsiem(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "plugin", *args], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "FWSIEM_CONFIG": ""}, timeout=120)
+
+
+@pytest.fixture
+def decoy(tmp_path):
+    """An unrelated process in its own process group, as `setsid sleep` makes one."""
+    proc = subprocess.Popen(["sleep", "600"], start_new_session=True, cwd=tmp_path)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.parametrize("recorded", [None, "1"], ids=["old-pid-file", "other-start-time"])
+def test_engine_stop_with_a_stale_pid_file_never_kills_an_unrelated_process_group(
+        tmp_path, decoy, recorded):
+    eng = LocalEngine("opensearch", tmp_path / "home", 9299)
+    eng.instance_dir.mkdir(parents=True)
+    eng.state_file.write_text(json.dumps({"flavor": "opensearch", "pid": decoy.pid,
+                                          "pid_start": recorded, "port": 9299,
+                                          "url": "http://127.0.0.1:9299"}))
+    proc = _fwsiem("engine", "stop", "--flavor", "opensearch", "--home", str(tmp_path / "home"))
+    assert proc.returncode == 0, proc.stderr
+    assert decoy.poll() is None, "engine stop killed a process that is not the engine"
+    assert "no opensearch engine running" in proc.stdout
+    assert not eng.state_file.exists()
+
+
+def _recorded_engine(home: Path, url: str, proc: subprocess.Popen) -> None:
+    """A pid file naming ``proc`` as this home's engine, with its start time, serving ``url``."""
+    eng = LocalEngine("opensearch", home, 9299)
+    eng.instance_dir.mkdir(parents=True, exist_ok=True)
+    stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    eng.state_file.write_text(json.dumps({"flavor": "opensearch", "pid": proc.pid,
+                                          "pid_start": stat[19], "port": 9299, "url": url}))
+
+
+def test_engine_status_exits_non_zero_when_the_engine_is_not_healthy(tmp_path, decoy,
+                                                                      os_engine):
+    _recorded_engine(tmp_path / "up", os_engine.url, decoy)
+    healthy = _fwsiem("engine", "status", "--home", str(tmp_path / "up"))
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "healthy" in healthy.stdout and "NOT healthy" not in healthy.stdout
+    with socket.socket() as sock:  # a port nothing answers on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    _recorded_engine(tmp_path / "down", closed, decoy)
+    unhealthy = _fwsiem("engine", "status", "--home", str(tmp_path / "down"))
+    assert unhealthy.returncode != 0
+    assert "NOT healthy" in unhealthy.stdout

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from plugin.lines import line_document
-from plugin.setup import pipeline_files, processors_used
 
 PIPELINES = Path(__file__).resolve().parents[2] / "ingest_pipelines"
 ENTRY = "fwsiem-logs"
@@ -29,12 +28,6 @@ pytestmark = pytest.mark.integration
 
 def sample_files() -> list[Path]:
     return sorted(PIPELINES.rglob("test-*.log"))
-
-
-def pipeline_bodies(flavor: str) -> dict[str, dict]:
-    """Pipeline id -> body, from the files `fwsiem setup` installs on this flavour (a file in
-    `ingest_pipelines/<format>/<flavor>/` replaces the one of the same id)."""
-    return {p.stem: json.loads(p.read_text()) for p in pipeline_files(flavor)}
 
 
 def sample_documents(path: Path) -> list[dict]:
@@ -101,19 +94,6 @@ def strip_volatile(doc: dict) -> dict:
         if leaf in node:
             node[leaf] = "<volatile>"
     return doc
-
-
-@pytest.fixture(scope="module")
-def installed(engine):
-    bodies = pipeline_bodies(engine.flavor)
-    needed = set().union(*(processors_used(b) for b in bodies.values()))
-    missing = sorted(needed - engine.store.ingest_processors())
-    if missing:
-        pytest.skip(f"{engine.flavor} at {engine.url} lacks ingest processors [{', '.join(missing)}] "
-                    f"that the fwsiem pipelines need (install ingest-common and Painless)")
-    for name, body in bodies.items():
-        engine.store.put_pipeline(name, body)
-    return engine
 
 
 @pytest.mark.parametrize("sample", sample_files(), ids=lambda p: p.name)

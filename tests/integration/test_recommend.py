@@ -121,10 +121,13 @@ def test_allowlists_export_and_whatif(loaded, tmp_path):
     nsx = json.loads(_run(cfg, "recommend", "export", "--format", "nsx"))
     policy = nsx["children"][0]["Domain"]["children"][-1]["SecurityPolicy"]
     actions = [r["action"] for r in policy["rules"]]
-    assert actions.count("DROP") == len(docs)  # one default deny per endpoint
+    # one default deny per endpoint with a port (traffic without ports is no port rule)
+    ported = [d for d in docs if d["proposal"]["endpoint"]["port"] > 0]
+    assert actions.count("DROP") == len(ported)
     ipt = _run(cfg, "recommend", "export", "--format", "iptables")
     assert ipt.startswith("# fwsiem") and "*filter" in ipt and "COMMIT" in ipt.splitlines()
-    assert ipt.count("-j DROP") >= len([d for d in docs if ":" not in d["target"]["ip"]])
+    assert ipt.count("-j DROP") >= len([d for d in ported if ":" not in d["target"]["ip"]])
+    assert "--dport -1 " not in ipt and "--dport 0 " not in ipt
     rows = list(csv.DictReader(io.StringIO(_run(cfg, "recommend", "export", "--format", "csv"))))
     assert {r["target"] for r in rows} == targets
 
@@ -132,3 +135,102 @@ def test_allowlists_export_and_whatif(loaded, tmp_path):
                              str(root / "truth.json"), "--json"))
     assert report["endpoints"] == len(docs)
     assert 0 <= report["blocked"] <= report["events"] and report["events"] > 0
+
+
+def _allowlist_doc(**changes) -> dict:
+    """A recommendation as `fwsiem recommend` writes it, with ``changes`` applied."""
+    doc = {"@timestamp": "2026-01-08T00:00:00+00:00", "kind": "allow_list",
+           "finding": "allowlist", "title": "10.1.0.5:443: allow 1 CIDR(s), deny 2 other remote(s)",
+           "target": {"type": "endpoint", "value": "10.1.0.5:443", "ip": "10.1.0.5",
+                      "port": 443},
+           "proposal": {"action": "allow_list", "cidrs": ["192.0.2.0/24"],
+                        "endpoint": {"ip": "10.1.0.5", "port": 443, "transport": "tcp"}},
+           "severity": "medium", "confidence": 0.9,
+           "period": {"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-08T00:00:00+00:00"}}
+    for path, value in changes.items():
+        *parents, last = path.split(".")
+        node = doc
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return doc
+
+
+@pytest.fixture
+def recs(engine, unique_prefix, tmp_path):
+    index = f"fwsiem-recommendations-{unique_prefix}"
+    engine.store.delete_index(index)
+    engine.store.create_index(index, {"mappings": template_mappings("fwsiem-recommendations")})
+    cfg = tmp_path / "fwsiem.toml"
+    cfg.write_text(f'[engine]\nurl = "{engine.url}"\n[indices]\nrecommendations = "{index}"\n')
+    yield engine.store, index, cfg
+    engine.store.delete_index(index)
+
+
+def _export(cfg, fmt):
+    from plugin.cli import main
+
+    try:
+        main(["--config", str(cfg), "recommend", "export", "--format", fmt])
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
+INJECTIONS = {
+    "newline-in-target": {"target.value": "10.1.0.5:443\n-A INPUT -j ACCEPT"},
+    "newline-in-endpoint": {"proposal.endpoint.ip": "10.1.0.5 -j ACCEPT\n-A INPUT -j ACCEPT"},
+    "cidr-with-options": {"proposal.cidrs": ["0.0.0.0/0 -j ACCEPT\n-A INPUT"]},
+    "port-out-of-range": {"proposal.endpoint.port": 70000},
+    "unknown-protocol": {"proposal.endpoint.transport": "all -j ACCEPT"},
+    "newline-in-title": {"title": "ok\n-A INPUT -j ACCEPT"},
+}
+
+
+@pytest.mark.parametrize("fmt", ["iptables", "nsx", "csv"])
+@pytest.mark.parametrize("case", sorted(INJECTIONS))
+def test_a_recommendation_from_the_cluster_can_never_inject_a_rule_into_an_export(
+        recs, capsys, fmt, case):
+    store, index, cfg = recs
+    store.index_doc(index, _allowlist_doc(), id="good", refresh=True)
+    store.index_doc(index, _allowlist_doc(**INJECTIONS[case]), id="crafted\n-A INPUT -j ACCEPT",
+                    refresh=True)
+    code = _export(cfg, fmt)
+    out, err = capsys.readouterr()
+    assert code != 0
+    assert "-A INPUT -j ACCEPT\n" not in out and "ACCEPT" not in out
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and index in errors[0] and "crafted" in errors[0], err
+
+
+def test_a_crafted_nsx_rule_in_a_tightening_recommendation_is_refused(recs, capsys):
+    store, index, cfg = recs
+    rule = {"resource_type": "Rule", "id": "fwsiem-r1", "display_name": "rule r1",
+            "source_groups": ["10.0.0.0/8"], "destination_groups": ["ANY"], "services": [],
+            "service_entries": [], "action": "ALLOW", "direction": "IN", "scope": ["ANY"]}
+    base = {"kind": "tighten_rule", "finding": "overly_broad", "title": "rule r1: tighten it",
+            "target": {"type": "rule", "value": "r1"}, "severity": "medium", "confidence": 0.7,
+            "period": {"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-08T00:00:00+00:00"}}
+    store.index_doc(index, {**base, "proposal": {"action": "tighten", "nsx": rule}}, id="fine",
+                    refresh=True)
+    assert _export(cfg, "nsx") == 0
+    exported = json.loads(capsys.readouterr().out)
+    policy = exported["children"][0]["Domain"]["children"][-1]["SecurityPolicy"]
+    assert policy["rules"][0]["source_groups"] == ["10.0.0.0/8"]
+    bad = {**rule, "source_groups": ["ANY"], "action": "ALLOW", "sequence_number": 0,
+           "scope": ["/infra/tier-0s/edge"]}
+    store.index_doc(index, {**base, "proposal": {"action": "tighten", "nsx": bad}}, id="fine",
+                    refresh=True)
+    assert _export(cfg, "nsx") != 0
+    out, err = capsys.readouterr()
+    assert out == "" and "'fine'" in err and index in err
+
+
+def test_csv_export_cells_are_never_spreadsheet_formulas(recs, capsys):
+    store, index, cfg = recs
+    store.index_doc(index, _allowlist_doc(title='=HYPERLINK("http://x.example","open")'),
+                    id="formula", refresh=True)
+    assert _export(cfg, "csv") == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0]["title"] == '\'=HYPERLINK("http://x.example","open")'
+    assert rows[0]["cidr"] == "192.0.2.0/24" and rows[0]["port"] == "443"

@@ -24,8 +24,22 @@ INDEX_PATTERNS = {o["id"]: o for o in OBJECTS if o["type"] == "index-pattern"}
 VISUALIZATIONS = [o for o in OBJECTS if o["type"] == "visualization"]
 SEARCHES = [o for o in OBJECTS if o["type"] == "search"]
 DENIED_ACTIONS = ("drop", "reject")
+# Events a parser indexed without mapping their body, and events kept though an enrichment
+# failed on them (docs/formats.md), as the pipelines tag them.
+UNMAPPED = pd.DataFrame(
+    [("Cisco", "fw-a", "999999", "fwsiem.cisco_asa", "informational", "Something new")] * 3
+    + [("Cisco", "fw-b", "733100", "fwsiem.cisco_asa", "warning", "[Scanning] drop rate")] * 2
+    + [("Fortinet", "fgt-1", "0100032001", "fwsiem.fortigate", "information", "admin login")],
+    columns=["observer.vendor", "observer.hostname", "event.code", "event.dataset", "log.level",
+             "message"])
+ENRICHMENT_FAILED = pd.DataFrame(
+    [("fwsiem.iptables", "compute_community_id_by_script")] * 2
+    + [("fwsiem.nsx_dfw", "convert_counters_name_protocol_and_event_type")],
+    columns=["event.dataset", "fwsiem.enrichment_failures.processor_tag"])
 # What each Lucene query of the saved objects selects among the simulated events.
-EVENT_QUERIES = {"": lambda df: df, "event.type:denied": lambda df: df[df["denied"]]}
+EVENT_QUERIES = {"": lambda df: df, "event.type:denied": lambda df: df[df["denied"]],
+                 "tags:fwsiem_body_unmapped": lambda df: UNMAPPED,
+                 "tags:fwsiem_enrichment_failed": lambda df: ENRICHMENT_FAILED}
 
 
 def _event_docs(df: pd.DataFrame, index: str):
@@ -47,6 +61,18 @@ def _event_docs(df: pd.DataFrame, index: str):
                     "event.outcome": "failure" if row["denied"] else "success",
                     "event.dataset": "fwsiem.nsx_dfw", "event.module": "fwsiem"})
         yield {"_op_type": "create", "_index": index, "_source": doc}
+
+
+def _coverage_docs(index: str, at: dt.datetime):
+    """The UNMAPPED and ENRICHMENT_FAILED events, with their tags, at one time."""
+    for frame, tag in ((UNMAPPED, "fwsiem_body_unmapped"), (ENRICHMENT_FAILED,
+                                                            "fwsiem_enrichment_failed")):
+        for row in frame.to_dict("records"):
+            doc = {"@timestamp": at.isoformat(), "event.kind": "event", "tags": [tag], **row}
+            if tag == "fwsiem_enrichment_failed":
+                doc["fwsiem.enrichment_failures"] = [{"processor_tag": doc.pop(
+                    "fwsiem.enrichment_failures.processor_tag"), "message": "a reason"}]
+            yield {"_op_type": "create", "_index": index, "_source": doc}
 
 
 def _anomaly_docs(df: pd.DataFrame, start: dt.datetime) -> list[dict]:
@@ -115,6 +141,8 @@ def loaded(engine, simulated):
     end = simulated["@timestamp"].max().to_pydatetime() + dt.timedelta(seconds=1)
     events = store.bulk(_event_docs(simulated, indices["logs-fwsiem.*"]), refresh=True)
     assert not events.failed, events.failed[:3]
+    coverage = store.bulk(_coverage_docs(indices["logs-fwsiem.*"], start), refresh=True)
+    assert not coverage.failed, coverage.failed[:3]
     period = Period(start, end)
     for pattern, docs in (("fwsiem-anomalies*", _anomaly_docs(simulated, start)),
                           ("fwsiem-recommendations*", _recommendation_docs(simulated, period))):

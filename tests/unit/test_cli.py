@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -48,3 +49,25 @@ def test_credentials_never_printed():
 def test_runs_as_module():
     proc = subprocess.run([sys.executable, "-m", "plugin", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and "fwsiem" in proc.stdout
+
+
+def test_basic_auth_over_plain_http_is_warned_about():
+    proc = subprocess.run([sys.executable, "-m", "plugin", "--url", "http://127.0.0.1:1",
+                           "setup"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "FWSIEM_USERNAME": "soc", "FWSIEM_PASSWORD": "s3",
+                               "FWSIEM_CONFIG": ""})
+    assert "unencrypted over http://" in proc.stderr
+    assert "s3" not in proc.stderr
+
+
+def test_password_from_a_file_and_a_warning_for_one_on_the_command_line(tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("hunter4\n")
+    proc = subprocess.run([sys.executable, "-m", "plugin", "--url", "https://127.0.0.1:1",
+                           "--username", "soc", "--password-file", str(secret), "setup"],
+                          capture_output=True, text=True, timeout=120)
+    assert "visible to other local users" not in proc.stderr and "hunter4" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "plugin", "--url", "https://127.0.0.1:1",
+                           "--username", "soc", "--password", "hunter5", "setup"],
+                          capture_output=True, text=True, timeout=120)
+    assert "visible to other local users" in proc.stderr and "hunter5" not in proc.stderr
