@@ -24,7 +24,7 @@ from plugin.shipping import (
 )
 
 FORMATS = ("auto", "nsx", "iptables", "pfsense", "cisco-asa", "panos", "fortigate", "cef", "leef",
-           "nfdump", "pmacct", "pcap")
+           "nfdump", "pmacct", "zeek", "windows-firewall", "pcap")
 
 
 class _Progress:
