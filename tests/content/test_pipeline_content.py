@@ -17,7 +17,7 @@ ALLOWED_ROOTS = {
     "@timestamp", "event", "source", "destination", "network", "rule", "observer", "host", "log",
     "error", "tags", "nsx", "iptables", "pfsense", "cisco", "panw", "fortinet", "nfdump", "pmacct",
     "zeek", "windows_firewall", "process", "http",
-    "fwsiem", "_tmp", "_index", "message", "user", "url", "file",
+    "fwsiem", "_tmp", "_index", "message", "user", "url", "file", "cef", "leef",
 }
 GROK_FIELD = re.compile(r"%\{\w+:([\w.@]+)(?::\w+)?\}|\(\?<([\w.@]+)>")
 PAINLESS_ASSIGN = re.compile(r"ctx\.([A-Za-z_@][\w]*)\s*=(?!=)")
