@@ -14,6 +14,10 @@ MEDIUM_UP = frozenset(SEVERITIES[1:])
 #: at ``low``).
 ADDRESSED = frozenset({"source", "service", "rule", "host", "target"})
 
+#: Entity types whose findings describe a standing condition of an address rather than one
+#: burst: once reported, their lead documents are written again only when the level rises.
+STANDING = frozenset({"target"})
+
 #: What an incident is called, from its leading finding: (entity type, leading feature).
 KINDS: dict[tuple[str, str], str] = {
     ("source", "events"): "connection burst",
@@ -98,9 +102,9 @@ class IncidentTracker:
 
     An incident is opened by a medium-or-higher finding on an address, rule or host; its lead
     is that of its strongest such finding. In every window, the strongest finding on the lead
-    address keeps its severity if that raises the incident's (its first window, an escalation);
-    every other member, and the lead while the attack goes on at the same level, is reported
-    at ``low`` (the incident carries the severity), and beyond ``max_members`` per window members are only counted
+    address keeps its severity (for a ``STANDING`` type only when that raises the incident's:
+    its first window, an escalation); every other member is reported at ``low`` (the
+    incident carries the severity), and beyond ``max_members`` per window members are only counted
     (folded).
 
     Examples
@@ -208,10 +212,12 @@ class IncidentTracker:
             else:
                 _count(inc.targets, f"{f.entity_type}:{f.entity}", self.max_listed)
             inc.member_count += 1
-            if f is top and SEVERITIES.index(f.severity) > inc.reported:
-                # the lead is reported at its severity when it raises the incident's;
-                # while the attack goes on at that level the incident carries it
-                inc.reported = SEVERITIES.index(f.severity)
+            if f is top and (f.entity_type not in STANDING
+                             or SEVERITIES.index(f.severity) > inc.reported):
+                # a standing condition (a host under Internet scanning for hours) is reported
+                # when it raises the incident's severity; while it goes on the incident
+                # carries it. Other leads keep their severity every window.
+                inc.reported = max(inc.reported, SEVERITIES.index(f.severity))
                 out[id(f)] = Member(f, inc, f.severity, True)
             elif f is top:
                 out[id(f)] = Member(f, inc, "low", True)

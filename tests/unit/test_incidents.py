@@ -34,14 +34,20 @@ def test_an_attack_going_on_stays_one_incident_and_a_long_pause_starts_another()
     scan = finding("source", "203.0.113.9", 8.0, "high", dst_ports=500)
     first = t.update([scan], {}, 0)[0].incident
     again = t.update([scan], {}, 2 * W)[0]
-    # while it goes on at the same level the incident carries it: no new high document
-    assert again.incident is first and again.severity == "low" and again.lead
+    assert again.incident is first and again.severity == "high"     # the lead keeps its level
     assert first.windows == [0, 2 * W] and first.last_ms == 2 * W
-    worse = t.update([finding("source", "203.0.113.9", 12.0, "critical", dst_ports=5000)], {},
-                     3 * W)[0]
-    assert worse.incident is first and worse.severity == "critical"   # an escalation is news
     later = t.update([scan], {}, 10 * W)[0].incident
     assert later is not first and later.first_ms == 10 * W
+
+
+def test_a_host_under_standing_scanning_is_reported_again_only_when_it_gets_worse():
+    t = IncidentTracker(W)
+    probed = finding("target", "192.0.2.80", 5.0, "medium", unanswered_sources=12)
+    out = [t.update([probed], {}, w * W)[0] for w in range(4)]
+    assert len({id(m.incident) for m in out}) == 1
+    assert [m.severity for m in out] == ["medium", "low", "low", "low"]
+    worse = finding("target", "192.0.2.80", 12.0, "critical", unanswered_sources=400)
+    assert t.update([worse], {}, 4 * W)[0].severity == "critical"
 
 
 def test_unrelated_attacks_are_separate_and_lows_open_nothing():
