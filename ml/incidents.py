@@ -207,9 +207,7 @@ class IncidentTracker:
             elif f.entity_type == "service":
                 _count(inc.targets, f.entity, self.max_listed)
                 inc.max_sources = max(inc.max_sources, int(f.observed.get("src_ips", 0)))
-            elif f.entity_type == "target":
-                _count(inc.targets, f.entity, self.max_listed)
-            else:
+            elif f.entity_type != "target":     # a probed host: the lead names it
                 _count(inc.targets, f"{f.entity_type}:{f.entity}", self.max_listed)
             inc.member_count += 1
             if f is top and (f.entity_type not in STANDING
