@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import os
 import socket
 import struct
 from collections import OrderedDict
@@ -31,12 +32,33 @@ ICMP6_PAIRS = {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135, 130: 
 
 
 def is_pcap(path: str) -> bool:
-    """Whether a file starts like a pcap or pcapng capture."""
+    """Whether a regular file starts like a pcap or pcapng capture (a FIFO is never opened
+    here: what this read would take from it would be lost to the line reader)."""
     try:
+        if not os.path.isfile(path):
+            return False
         with open(path, "rb") as fh:
             return fh.read(4) in PCAP_MAGICS
     except OSError:
         return False
+
+
+class _ShortReads:
+    """A file whose reads note when they return less than asked and more than nothing, the
+    mark of a capture cut in the middle of a packet."""
+
+    def __init__(self, fh) -> None:
+        self._fh = fh
+        self.short = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        if n is not None and n > 0 and 0 < len(data) < n:
+            self.short = True
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self._fh, name)
 
 
 def flag_letters(bits: int) -> str:
@@ -199,14 +221,26 @@ def pcap_flows(path: str, *, idle_timeout: float = 120.0, max_active: int = 100_
         fh = open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise InputError(f"{path}: cannot be read: {exc.strerror}") from None
+    truncated = False
     with fh:
+        watched = _ShortReads(fh)
         try:
-            reader = _reader(fh)
+            reader = _reader(watched)
         except (ValueError, dpkt.UnpackError) as exc:
             raise InputError(f"{path}: not a pcap or pcapng capture ({exc})") from None
         linktype = reader.datalink()
         last_sweep = None
-        for index, (ts, buf) in enumerate(reader):
+        packets = iter(reader)
+        index = -1
+        while True:
+            try:
+                ts, buf = next(packets)
+            except StopIteration:
+                break
+            except (dpkt.UnpackError, ValueError, struct.error):
+                truncated = True
+                break
+            index += 1
             stats.packets += 1
             ts = float(ts)
             ip = _ip_layer(linktype, buf)
@@ -257,9 +291,13 @@ def pcap_flows(path: str, *, idle_timeout: float = 120.0, max_active: int = 100_
                         break
                     stats.flows += 1
                     yield active.popitem(last=False)[1]
+        truncated = truncated or watched.short
     for flow in active.values():
         stats.flows += 1
         yield flow
+    if truncated:
+        raise InputError(f"{path}: the capture is truncated after packet {stats.packets}; the "
+                         f"flows of the packets before it were read")
 
 
 def flow_id(path: str, flow: Flow) -> str:
@@ -275,16 +313,19 @@ def ingest_pcap(path: str, shipper, settings, *, on_batch: Callable[[int], None]
     pstats = PcapStats()
     indexed_before = shipper.stats.indexed
     batch = Batch(None)
-    for flow in pcap_flows(path, idle_timeout=idle_timeout, stats=pstats):
-        doc = flow_event(flow, path)
-        batch.add({"create": {"_index": settings.events_index, "_id": flow_id(path, flow)}}, doc,
-                  path, flow.first_packet, flow.first_packet)
-        if len(batch) >= settings.batch_docs:
-            _send(shipper, batch, on_batch)
-            batch = Batch(None)
-            if shipper.down:
-                shipper.stats.not_read.append(f"{path} after packet {flow.first_packet}")
-                return pstats
+    try:
+        for flow in pcap_flows(path, idle_timeout=idle_timeout, stats=pstats):
+            doc = flow_event(flow, path)
+            batch.add({"create": {"_index": settings.events_index, "_id": flow_id(path, flow)}},
+                      doc, path, flow.first_packet, flow.first_packet)
+            if len(batch) >= settings.batch_docs:
+                _send(shipper, batch, on_batch)
+                batch = Batch(None)
+                if shipper.down:
+                    shipper.stats.not_read.append(f"{path} after packet {flow.first_packet}")
+                    return pstats
+    except InputError as exc:  # unreadable or truncated: what was read is still shipped
+        shipper.stats.damaged.append(str(exc))
     _send(shipper, batch, on_batch)
     new = shipper.stats.indexed - indexed_before
     shipper.stats.by_format["fwsiem.pcap"] = shipper.stats.by_format.get("fwsiem.pcap", 0) + new

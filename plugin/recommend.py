@@ -799,5 +799,8 @@ def load_json(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:  # not UTF-8, or not JSON
+        raise InputError(f"{path} is not a JSON file: {str(exc).splitlines()[0][:200]}",
+                         hint="give the JSON file the option asks for") from None

@@ -9,8 +9,12 @@ import hashlib
 import json
 import logging
 import os
+import re
+import select
+import stat
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +24,7 @@ from typing import BinaryIO
 from plugin.config import Config, parse_duration
 from plugin.errors import EngineRequestError, EngineUnavailable, FwsiemError, InputError
 from plugin.lines import line_document
+from plugin.store import CLUSTER_STATUSES, bulk_item_fault, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,13 @@ DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
 # a longer line is dead-lettered by the shipper itself so that memory stays bounded.
 DEFAULT_READ_LINE_BYTES = 4 * 1024 * 1024
 SPOOL_SUFFIX = ".ndjson"
+SPOOL_VERSION = 2
+# An over-long line is skipped (not held) up to this many times the read limit; a source with no
+# line end for that long is not a line-oriented log (a disk image, /dev/zero) and is abandoned.
+SKIP_LIMIT_FACTOR = 16
+# What a pipeline document from the shipper may carry (see plugin.lines.line_document).
+PIPELINE_DOC_KEYS = frozenset({"message", "log", "event", "tags", "fwsiem"})
+DOC_ID = re.compile(r"[0-9a-f]{40}")
 
 
 def _dumps(obj: dict) -> bytes:
@@ -57,7 +69,10 @@ def line_id(identity: str, offset: int, raw: bytes) -> str:
 def expand_paths(paths: Iterable[str]) -> list[str]:
     """Files named by paths, directories (recursively, sorted) and globs; ``-`` is stdin.
 
-    Raises :class:`InputError` naming any argument that matches nothing.
+    A path named on its own may be any readable thing (a FIFO, ``/dev/stdin``, a process
+    substitution); inside a folder only regular files are taken, and a dangling symlink is kept
+    so that reading it reports it. Raises :class:`InputError` naming any argument that matches
+    nothing.
     """
     out: list[str] = []
     seen: set[str] = set()
@@ -79,10 +94,13 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
                 for root, dirs, files in os.walk(m):
                     dirs.sort()
                     for name in sorted(files):
-                        if not name.startswith("."):
-                            add(os.path.join(root, name))
-                            found = True
-            elif os.path.isfile(m):
+                        full = os.path.join(root, name)
+                        if name.startswith(".") or not (os.path.isfile(full)
+                                                        or os.path.islink(full)):
+                            continue  # a FIFO or socket in a folder would block or fail
+                        add(full)
+                        found = True
+            elif os.path.exists(m):
                 add(m)
                 found = True
         if not found:
@@ -91,19 +109,80 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
     return out
 
 
-def open_source(path: str) -> BinaryIO:
-    """A binary stream over a file, transparently decompressing gzip (by its magic bytes)."""
+def open_source(path: str, *, idle: float | None = None,
+                on_idle: Callable[[], None] = lambda: None,
+                should_stop: Callable[[], bool] = lambda: False) -> BinaryIO:
+    """A binary stream over a file, transparently decompressing gzip (by its magic bytes).
+
+    Standard input, FIFOs and devices are read as they come: when nothing arrives for ``idle``
+    seconds ``on_idle`` runs (so a slow writer's lines are shipped), and ``should_stop`` is
+    looked at while waiting.
+    """
     if path == STDIN:
-        return sys.stdin.buffer
+        fh = sys.stdin.buffer
+    else:
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - the caller closes it
+        except OSError as exc:
+            what = "a dangling symlink" if os.path.islink(path) and not os.path.exists(path) \
+                else exc.strerror
+            raise InputError(f"{path}: cannot be read: {what}") from None
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - the caller closes it
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read: {exc.strerror}") from None
-    if fh.read(2) == GZIP_MAGIC:
-        fh.seek(0)
+        regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
+    except (OSError, ValueError):  # an in-memory stream stands in for stdin
+        regular = True
+    if not regular:
+        return PipeStream(fh, idle=idle, on_idle=on_idle, should_stop=should_stop)
+    if path != STDIN and fh.peek(2)[:2] == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
-    fh.seek(0)
     return fh
+
+
+class PipeStream:
+    """A pipe, FIFO or device read in chunks as they arrive, with ``readline(limit)``."""
+
+    def __init__(self, fh: BinaryIO, *, idle: float | None, on_idle: Callable[[], None],
+                 should_stop: Callable[[], bool]) -> None:
+        self.fh = fh
+        self.fd = fh.fileno()
+        self.idle = idle
+        self.on_idle = on_idle
+        self.should_stop = should_stop
+        self.buf = bytearray()
+        self.pos = 0  # where the bytes not yet taken start
+        self.eof = False
+
+    def _take(self, n: int) -> bytes:
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        return out
+
+    def readline(self, limit: int = -1) -> bytes:
+        while True:
+            held = len(self.buf) - self.pos
+            stop = self.pos + limit if 0 < limit < held else len(self.buf)
+            end = self.buf.find(b"\n", self.pos, stop)
+            if end >= 0:
+                return self._take(end + 1 - self.pos)
+            if (limit > 0 and held >= limit) or self.eof:
+                return self._take(limit if limit > 0 else held)
+            if self.should_stop():
+                return b""
+            ready, _, _ = select.select([self.fd], [], [], self.idle)
+            if not ready:
+                self.on_idle()
+                continue
+            data = os.read(self.fd, 1024 * 1024)
+            if not data:
+                self.eof = True
+                continue
+            del self.buf[:self.pos]  # drop what was taken before growing the buffer
+            self.pos = 0
+            self.buf += data
+
+    def close(self) -> None:
+        if self.fh is not sys.stdin.buffer:
+            self.fh.close()
 
 
 @dataclass
@@ -121,8 +200,10 @@ def read_lines(stream: BinaryIO, offset: int = 0, *, max_bytes: int = DEFAULT_RE
     """Lines of a binary stream with their byte offsets, in bounded memory.
 
     A line longer than ``max_bytes`` is not held whole: its first ``max_bytes`` bytes are kept and
-    it is flagged ``overlong`` (its full length is in ``length``). With ``keep_partial`` false, a
-    last line without its newline is not returned (a writer may still be appending to it).
+    it is flagged ``overlong`` (its full length is in ``length``). A line with no end within
+    ``SKIP_LIMIT_FACTOR`` times ``max_bytes`` is returned so, then :class:`InputError` says the
+    source is not a line-oriented log. With ``keep_partial`` false, a last line without its
+    newline is not returned (a writer may still be appending to it).
 
     >>> import io
     >>> [(ln.offset, ln.raw) for ln in read_lines(io.BytesIO(b"ab\\ncd\\r\\n\\nef"))]
@@ -140,14 +221,20 @@ def read_lines(stream: BinaryIO, offset: int = 0, *, max_bytes: int = DEFAULT_RE
             yield Line(offset, raw, length)
         elif length > max_bytes:
             head = chunk[:max_bytes]
-            while True:  # skip the rest of the line without keeping it
+            ended = False
+            while length <= SKIP_LIMIT_FACTOR * max_bytes:  # skip the rest without keeping it
                 more = stream.readline(1024 * 1024)
                 if not more:
+                    ended = True
                     break
                 length += len(more)
                 if more.endswith(b"\n"):
+                    ended = True
                     break
             yield Line(offset, head, length, overlong=True)
+            if not ended:
+                raise InputError(f"no line end within {length:,} bytes from byte {offset}: not a "
+                                 "line-oriented log; the rest was not read")
         else:
             if not keep_partial:
                 return
@@ -195,7 +282,8 @@ class Batch:
 
 @dataclass
 class IngestStats:
-    """Where every line went. ``read + replayed_from_spool`` equals the sum of the outcomes."""
+    """Where every line went. ``read + replayed`` equals the sum of the outcomes (indexed,
+    already present, dead-lettered, spooled, not spooled)."""
 
     read: int = 0
     bytes_read: int = 0
@@ -207,9 +295,13 @@ class IngestStats:
     retried: int = 0
     by_format: dict[str, int] = field(default_factory=dict)
     unmapped: dict[str, int] = field(default_factory=dict)  # "dataset code" -> events
+    not_spooled: int = 0  # neither written nor spooled (the spool could not be written)
     spool_files: list[str] = field(default_factory=list)
     not_written: list[str] = field(default_factory=list)
     not_read: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # sources read in part or not at all
+    quarantined: list[str] = field(default_factory=list)  # spool files refused as data
+    stopped: str = ""  # why reading stopped before the end (a signal), if it did
     reasons: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -218,48 +310,103 @@ class IngestStats:
 
     @property
     def ok(self) -> bool:
-        return not self.spooled and not self.not_read
+        return not self.spooled and not self.not_read and not self.not_spooled and not self.damaged
 
     def as_dict(self) -> dict:
         keys = ("read", "bytes_read", "indexed", "already_present", "dead_lettered", "spooled",
-                "replayed", "retried", "by_format", "unmapped", "spool_files", "not_written",
-                "not_read")
+                "not_spooled", "replayed", "retried", "by_format", "unmapped", "spool_files",
+                "not_written", "not_read", "damaged", "quarantined")
         return {k: getattr(self, k) for k in keys}
 
 
 # -- the spool ----------------------------------------------------------------------------------
+def spool_target(url: str) -> str:
+    """The spool folder name of one cluster URL (its host and port, and a hash of the URL).
+
+    >>> spool_target("https://user:pw@es.example:9200/").startswith("es.example_9200-")
+    True
+    >>> spool_target("https://es.example:9200") == spool_target("https://ES.example:9200/")
+    True
+    >>> spool_target("https://es.example:9200") != spool_target("http://es.example:9200")
+    True
+    """
+    canonical = redact_url(url).rstrip("/").lower()
+    parts = re.sub(r"^[a-z]+://", "", canonical).split("/", 1)[0]
+    name = re.sub(r"[^a-z0-9.-]+", "_", parts).strip("_") or "cluster"
+    return f"{name}-{hashlib.sha1(canonical.encode()).hexdigest()[:12]}"
+
+
+class SpoolFileInvalid(FwsiemError):
+    """A spool file is not a batch fwsiem wrote for this cluster, index and pipeline."""
+
+
 class Spool:
     """Batches the engine could not take, one NDJSON file each, replayed oldest first.
 
-    A file holds one header line (pipeline, what it contains) and the bulk body as it would
-    have been sent; it is written to a temporary name and renamed, so a crash never leaves half a
-    batch that looks whole. Ids are kept, so replaying twice never duplicates.
+    The spool of one cluster is its own folder (``spool_dir/<host>_<port>-<hash of the URL>``),
+    so a batch is only ever replayed into the cluster it was meant for. A file holds one header
+    line (format version, target, pipeline, what it contains) and the bulk body as it would have
+    been sent; it is written owner-only (0600) to a temporary name and renamed, so a crash never
+    leaves half a batch that looks whole. Ids are kept, so replaying twice never duplicates.
+    Before a file is replayed it is checked as data (:meth:`load`): only the actions fwsiem
+    writes, only into the events or dead-letter index, only through the configured pipeline; a
+    file that fails is moved to ``quarantine/`` and never blocks the files after it.
     """
 
-    def __init__(self, directory: str | os.PathLike) -> None:
-        self.dir = Path(os.path.expanduser(str(directory)))
+    def __init__(self, directory: str | os.PathLike, *, target: str = "",
+                 events_index: str = "logs-fwsiem.events-default",
+                 deadletter_index: str = "fwsiem-deadletter",
+                 pipeline: str = "fwsiem-logs") -> None:
+        self.root = Path(os.path.expanduser(str(directory)))
+        self.target = target.rstrip("/")
+        self.dir = self.root / spool_target(self.target) if self.target else self.root
+        self.events_index = events_index
+        self.deadletter_index = deadletter_index
+        self.pipeline = pipeline
         self._seq = 0
 
     def write(self, batch: Batch, reason: str = "") -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._seq += 1
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         final = self.dir / f"batch-{stamp}-{os.getpid()}-{self._seq:06d}{SPOOL_SUFFIX}"
         tmp = final.with_suffix(".tmp")
-        header = {"fwsiem_spool": 1, "pipeline": batch.pipeline, "documents": len(batch),
-                  "what": batch.describe(), "reason": reason[:500]}
-        with open(tmp, "wb") as fh:
-            fh.write(_dumps(header) + b"\n")
-            fh.write(batch.body())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        header = {"fwsiem_spool": SPOOL_VERSION, "target": self._target_name(),
+                  "pipeline": batch.pipeline, "documents": len(batch), "what": batch.describe(),
+                  "reason": reason[:500]}
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(_dumps(header) + b"\n")
+                fh.write(batch.body())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return final
+
+    def _target_name(self) -> str:
+        return redact_url(self.target)
 
     def pending(self) -> list[Path]:
         if not self.dir.is_dir():
             return []
         return sorted(self.dir.glob(f"batch-*{SPOOL_SUFFIX}"))
+
+    def strays(self) -> list[Path]:
+        """Spool files directly under the spool folder, bound to no cluster (older versions)."""
+        if not self.target or not self.root.is_dir():
+            return []
+        return sorted(self.root.glob(f"batch-*{SPOOL_SUFFIX}"))
+
+    def other_clusters(self) -> list[str]:
+        """Folders of other cluster URLs that still hold spooled batches."""
+        if not self.target or not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and p != self.dir and any(p.glob(f"batch-*{SPOOL_SUFFIX}")))
 
     def pending_documents(self) -> int:
         total = 0
@@ -267,23 +414,80 @@ class Spool:
             try:
                 with open(p, "rb") as fh:
                     total += int(json.loads(fh.readline()).get("documents", 0))
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):
                 continue
         return total
 
-    @staticmethod
-    def load(path: Path) -> Batch:
-        with open(path, "rb") as fh:
-            header = json.loads(fh.readline())
-            batch = Batch(header.get("pipeline"))
-            while True:
-                action = fh.readline()
-                if not action:
-                    break
-                source = fh.readline()
-                batch.items.append((action.rstrip(b"\n"), source.rstrip(b"\n")))
-                batch.nbytes += len(action) + len(source)
+    def quarantine(self, path: Path, reason: str) -> Path:
+        """Move a refused spool file aside, where it is kept but never replayed."""
+        folder = self.dir / "quarantine"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        dest = folder / path.name
+        os.replace(path, dest)
+        log.warning("spool file %s is not replayed: %s; moved to %s", path, reason, dest)
+        return dest
+
+    def load(self, path: Path) -> Batch:
+        """The batch of one spool file, checked as data; :class:`SpoolFileInvalid` otherwise."""
+        def bad(why: str) -> SpoolFileInvalid:
+            return SpoolFileInvalid(f"{path}: {why}")
+
+        try:
+            with open(path, "rb") as fh:
+                lines = fh.read().split(b"\n")
+        except OSError as exc:
+            raise bad(f"cannot be read: {exc.strerror}") from None
+        if lines and lines[-1] == b"":
+            lines.pop()
+        try:
+            header = json.loads(lines[0]) if lines else None
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or header.get("fwsiem_spool") != SPOOL_VERSION:
+            raise bad("no fwsiem spool header")
+        if self.target and header.get("target") != self._target_name():
+            raise bad(f"spooled for {header.get('target')!r}, not for {self._target_name()}")
+        pipeline = header.get("pipeline")
+        if pipeline not in (None, self.pipeline):
+            raise bad(f"names pipeline {pipeline!r}; fwsiem sends through {self.pipeline!r}")
+        body = lines[1:]
+        if len(body) % 2 or len(body) // 2 != header.get("documents"):
+            raise bad("is incomplete: its documents do not match its header")
+        batch = Batch(pipeline)
+        for i in range(0, len(body), 2):
+            action, source = body[i], body[i + 1]
+            why = self._refusal(action, source, pipeline)
+            if why:
+                raise bad(f"document {i // 2 + 1}: {why}")
+            batch.items.append((action, source))
+            batch.nbytes += len(action) + len(source) + 2
         return batch
+
+    def _refusal(self, action: bytes, source: bytes, pipeline: str | None) -> str | None:
+        """Why one action/document pair is not something fwsiem writes, or None."""
+        try:
+            act, doc = json.loads(action), json.loads(source)
+        except ValueError:
+            return "not JSON"
+        if not isinstance(act, dict) or list(act) != ["create"] or not isinstance(doc, dict):
+            return "not a create action with a document"
+        op = act["create"]
+        if not isinstance(op, dict) or set(op) != {"_index", "_id"}:
+            return "the action carries more than an index and an id"
+        if not isinstance(op["_id"], str) or not DOC_ID.fullmatch(op["_id"]):
+            return "the id is not one fwsiem derives"
+        index = op["_index"]
+        if pipeline is not None:
+            if index != self.events_index:
+                return f"a pipeline document for index {index!r}, not {self.events_index!r}"
+            if not set(doc) <= PIPELINE_DOC_KEYS or not isinstance(doc.get("message"), str):
+                return "not a log line document"
+        elif index == self.events_index:
+            if (doc.get("event") or {}).get("dataset") != "fwsiem.pcap":
+                return "an event that does not come from a pcap"
+        elif index != self.deadletter_index:
+            return f"index {index!r} is neither the events nor the dead-letter index"
+        return None
 
 
 # -- sending ------------------------------------------------------------------------------------
@@ -292,10 +496,13 @@ class Shipper:
 
     ``connect`` returns a store (it may raise :class:`EngineUnavailable`); the shipper connects
     lazily so that a cluster that is down at start still lets lines be spooled. Whole-request
-    failures are retried with exponential backoff for up to ``retry_wait`` seconds, items rejected
-    with 429 likewise; then the batch is spooled and the shipper is "down" until a later
-    :meth:`replay` succeeds. Items the engine refuses for good (a mapping conflict, say) are
-    written to the dead-letter index with the engine's reason, so no line is ever dropped.
+    failures are retried with exponential backoff for up to ``retry_wait`` seconds, and so are
+    items refused for a reason about the cluster (``plugin.store.bulk_item_fault``: a missing
+    pipeline or index, a write block, security, overload); then what is still unwritten is
+    spooled and the shipper is "down" until a later :meth:`replay` succeeds. Items refused for a
+    reason about the line itself are written to the dead-letter index with the engine's reason;
+    a dead letter the cluster will not take sends its line back to be retried and spooled, so no
+    line is ever dropped and nothing recurses.
     """
 
     def __init__(self, connect: Callable[[], object], *, events_index: str, deadletter_index: str,
@@ -356,9 +563,19 @@ class Shipper:
     def replay(self) -> int:
         """Send spooled batches, oldest first; stop at the first the engine cannot take.
 
-        Returns the number of documents replayed. A file another process is replaying is skipped.
+        Returns the number of documents replayed. A file another process is replaying is skipped;
+        a file that is not a batch fwsiem wrote for this cluster is quarantined and skipped.
         """
         done = 0
+        for stray in self.spool.strays():
+            log.warning("spool file %s is bound to no cluster and is not replayed; move it into "
+                        "the folder of the cluster it was meant for (%s for %s)", stray,
+                        self.spool.dir, self.store_name())
+        others = self.spool.other_clusters()
+        if others:
+            log.warning("%s also holds batches spooled for other cluster URLs (%s); they are "
+                        "replayed only by a run with that --url", self.spool.root,
+                        ", ".join(others))
         for path in self.spool.pending():
             try:
                 fh = open(path, "rb")  # noqa: SIM115 - held open for its lock
@@ -371,9 +588,12 @@ class Shipper:
                     continue
                 if not path.exists():  # replayed and removed by someone else meanwhile
                     continue
-                batch = Spool.load(path)
                 try:
+                    batch = self.spool.load(path)
                     self._write(batch, self.retry_wait if not self.down else 0.0, replay=True)
+                except SpoolFileInvalid as exc:
+                    self.stats.quarantined.append(str(self.spool.quarantine(path, str(exc))))
+                    continue
                 except EngineUnavailable as exc:
                     self._mark_down(str(exc))
                     return done
@@ -395,7 +615,16 @@ class Shipper:
 
     # internals
     def _spool(self, batch: Batch, reason: str) -> None:
-        path = self.spool.write(batch, reason)
+        try:
+            path = self.spool.write(batch, reason)
+        except OSError as exc:  # an unwritable folder, a full disk: counted and named, never lost
+            self.stats.not_spooled += len(batch)
+            why = exc.strerror or str(exc)
+            self.stats.not_written.append(
+                f"{batch.describe()} -> NOT SPOOLED either ({self.spool.dir}: {why})")
+            log.error("cannot spool %d documents to %s: %s; they are not written", len(batch),
+                      self.spool.dir, why)
+            return
         self.stats.spooled += len(batch)
         self.stats.spool_files.append(str(path))
         self.stats.not_written.append(f"{batch.describe()} -> spooled to {path}")
@@ -405,31 +634,37 @@ class Shipper:
         return self.store.request("POST", "/_bulk", body=body, params=params)
 
     def _write(self, batch: Batch, budget: float, replay: bool = False) -> None:
-        """Write every item of a batch or raise EngineUnavailable (nothing counted twice)."""
+        """Write every item of a batch or raise EngineUnavailable (nothing counted twice).
+
+        On EngineUnavailable, ``batch.items`` holds exactly the items still unwritten.
+        """
         pending = list(batch.items)
         deadline = time.monotonic() + budget
         delay = 0.5
+        mapped: dict[str, bool] = {}
         while pending:
             body = b"".join(a + b"\n" + s + b"\n" for a, s in pending)
             try:
                 resp = self._bulk(body, batch.pipeline)
             except EngineUnavailable as exc:
                 if time.monotonic() + delay > deadline:
-                    if len(pending) != len(batch.items):
-                        batch.items = pending  # spool only what is still unwritten
+                    batch.items = pending  # spool only what is still unwritten
                     raise
                 log.info("bulk failed (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
             except EngineRequestError as exc:
-                # The whole request was refused (e.g. the pipeline does not exist): nothing was
-                # written, and retrying will not help; keep the batch.
-                if len(pending) != len(batch.items):
-                    batch.items = pending
+                # The whole request was refused: nothing was written. Credentials, permissions
+                # or a missing endpoint are about the cluster; anything else about a spool file's
+                # content is about the file.
+                batch.items = pending
+                if replay and getattr(exc, "status", None) not in CLUSTER_STATUSES:
+                    raise SpoolFileInvalid(f"the engine refused it: {exc}") from None
                 raise EngineUnavailable(f"{exc}") from None
             retry: list[tuple[bytes, bytes]] = []
             refused: list[tuple[tuple[bytes, bytes], dict]] = []
+            why = ""
             for item, sent in zip(resp.get("items", []), pending, strict=True):
                 info = next(iter(item.values()))
                 status = int(info.get("status", 0))
@@ -438,41 +673,108 @@ class Shipper:
                         self.stats.dead_lettered += 1
                     else:
                         self.stats.indexed += 1
-                elif status == 409:
+                    continue
+                if status == 409:
                     self.stats.already_present += 1
-                elif status in (429, 502, 503, 504):
-                    retry.append(sent)
-                else:
+                    continue
+                fault = bulk_item_fault(status, info.get("error"))
+                if fault == "mapping":
+                    index = str(info.get("_index", ""))
+                    if index not in mapped:
+                        mapped[index] = self._has_fwsiem_mappings(index)
+                    fault = "line" if mapped[index] else "cluster"
+                if fault == "line":
                     refused.append((sent, info))
+                else:
+                    retry.append(sent)
+                    why = why or _item_reason(info)
             if refused:
-                self._dead_letter_refused(refused, batch.pipeline)
+                retry += self._dead_letter_refused(refused, batch.pipeline)
+                why = why or "the dead-letter index refused the dead letters"
             if retry:
                 self.stats.retried += len(retry)
                 if time.monotonic() + delay > deadline:
                     batch.items = retry
                     raise EngineUnavailable(
-                        f"{self.store.safe_url} rejected {len(retry)} documents as overloaded (429) "
-                        f"for {budget:.0f}s")
+                        f"{self.store.safe_url} could not take {len(retry)} documents for "
+                        f"{budget:.0f}s: {why}")
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
             pending = retry
 
-    def _dead_letter_refused(self, refused: list, pipeline: str | None) -> None:
-        """Documents the engine refused for good become dead letters carrying its reason."""
+    def _has_fwsiem_mappings(self, index: str) -> bool:
+        """Whether an index maps fields as fwsiem's template does (else a mapping refusal is
+        about how the index was made, not about the line)."""
+        from plugin.setup import template_mappings
+
+        name = "fwsiem-deadletter" if self.deadletter_index in index else "fwsiem-events"
+        expected = _field_types(template_mappings(name).get("properties", {}))
+        try:
+            got = self.store.request("GET", f"/{index}/_mapping", ignore=(404,)) or {}
+        except FwsiemError:
+            return False
+        for body in got.values():
+            actual = _field_types((body.get("mappings") or {}).get("properties", {}))
+            common = expected.keys() & actual.keys()
+            if not common or any(expected[f] != actual[f] for f in common):
+                log.warning("%s does not carry fwsiem's mappings; documents it refuses are "
+                            "spooled, not dead-lettered (run `fwsiem setup` and roll the index "
+                            "over)", index)
+                return False
+        return bool(got)
+
+    def _dead_letter_refused(self, refused: list, pipeline: str | None) -> list:
+        """Documents refused for a reason about the line become dead letters with the reason.
+
+        Returns the refused documents whose dead letter was not written, for the caller to retry
+        and then spool: a dead-letter index that refuses writes never loses a line.
+        """
         letters = Batch(None)
         now = datetime.now(timezone.utc).isoformat()
         for (action, source), info in refused:
-            err = info.get("error") or {}
-            reason = err.get("reason", str(err)) if isinstance(err, dict) else str(err)
-            etype = err.get("type", "") if isinstance(err, dict) else ""
+            reason = _item_reason(info)
             doc = json.loads(source)
             act = json.loads(action)
             op = next(iter(act.values()))
             letters.add({"create": {"_index": self.deadletter_index, "_id": op.get("_id")}},
-                        dead_letter_document(doc, f"{etype}: {reason}".strip(": "), "indexing_error",
+                        dead_letter_document(doc, reason, "indexing_error",
                                              pipeline=pipeline or "", processor="index",
                                              timestamp=now))
-        self._write(letters, self.retry_wait)
+        try:
+            resp = self._bulk(letters.body(), None)
+        except FwsiemError:
+            return [sent for sent, _ in refused]
+        back = []
+        for item, (sent, _) in zip(resp.get("items", []), refused, strict=True):
+            status = int(next(iter(item.values())).get("status", 0))
+            if status in (200, 201):
+                self.stats.dead_lettered += 1
+            elif status == 409:
+                self.stats.already_present += 1
+            else:
+                back.append(sent)
+        return back
+
+
+def _item_reason(info: dict) -> str:
+    """The engine's reason for refusing one bulk item, as one line."""
+    err = info.get("error") or {}
+    reason = err.get("reason", str(err)) if isinstance(err, dict) else str(err)
+    etype = err.get("type", "") if isinstance(err, dict) else ""
+    return f"{etype}: {reason}".strip(": ")
+
+
+def _field_types(properties: dict, prefix: str = "") -> dict[str, str]:
+    """Leaf field name -> mapping type of a mapping's ``properties``."""
+    out: dict[str, str] = {}
+    for name, spec in properties.items():
+        if not isinstance(spec, dict):
+            continue
+        if "properties" in spec:
+            out.update(_field_types(spec["properties"], f"{prefix}{name}."))
+        elif "type" in spec:
+            out[f"{prefix}{name}"] = spec["type"]
+    return out
 
 
 def dead_letter_document(doc: dict, message: str, error_type: str, *, pipeline: str,
@@ -516,6 +818,7 @@ class ShipSettings:
     max_read_line_bytes: int = DEFAULT_READ_LINE_BYTES
     retry_wait: float = 15.0
     poll_interval: float = 0.5
+    flush_interval: float = 1.0
 
     @classmethod
     def from_config(cls, config: Config) -> ShipSettings:
@@ -533,16 +836,18 @@ class ShipSettings:
             max_read_line_bytes=int(ingest.get("max_read_line_bytes", cls.max_read_line_bytes)),
             retry_wait=parse_duration(ingest.get("retry_wait", cls.retry_wait)),
             poll_interval=parse_duration(ingest.get("poll_interval", cls.poll_interval)),
+            flush_interval=parse_duration(ingest.get("flush_interval", cls.flush_interval)),
         )
 
 
 def configured_shipper(config: Config, connect: Callable[[], object]) -> tuple[ShipSettings, Shipper]:
     """The shipping settings and a shipper as the configuration describes them."""
-    from plugin.store import redact_url
-
     settings = ShipSettings.from_config(config)
+    spool = Spool(settings.spool_dir, target=config.engine.url,
+                  events_index=settings.events_index, deadletter_index=settings.deadletter_index,
+                  pipeline=settings.pipeline)
     shipper = Shipper(connect, events_index=settings.events_index,
-                      deadletter_index=settings.deadletter_index, spool=Spool(settings.spool_dir),
+                      deadletter_index=settings.deadletter_index, spool=spool,
                       stats=IngestStats(), retry_wait=settings.retry_wait,
                       engine_name=redact_url(config.engine.url))
     return settings, shipper
@@ -605,27 +910,52 @@ class LineBatcher:
         self.direct = Batch(None)
 
 
-def ingest_paths(paths: list[str], batcher: LineBatcher, *, stop_when_down: bool = True) -> None:
+def ingest_paths(paths: list[str], batcher: LineBatcher, *, stop_when_down: bool = True,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
     """Read every source to its end through the batcher.
 
     With ``stop_when_down`` (files that can be read again), reading stops once the engine cannot
-    take data: what was read is spooled and the unread rest of each source is reported.
+    take data: what was read is spooled and the unread rest of each source is reported. A source
+    that cannot be read, or is damaged part-way (a truncated gzip), keeps what was read and is
+    reported in ``damaged``; the next sources are read. When ``should_stop`` turns true (SIGTERM)
+    what was read is shipped and the rest is reported as not read. Standard input, FIFOs and
+    devices are shipped at least every ``flush_interval`` seconds while their writer is slow.
     """
     shipper = batcher.shipper
+    stats = shipper.stats
     for i, path in enumerate(paths):
-        stream = open_source(path)
         shown = STDIN_PATH if path == STDIN else path
-        identity = STDIN_PATH if path == STDIN else path
+        if should_stop():
+            stats.not_read.extend(STDIN_PATH if p == STDIN else p for p in paths[i:])
+            break
+        try:
+            stream = open_source(path, idle=batcher.settings.flush_interval,
+                                 on_idle=batcher.flush, should_stop=should_stop)
+        except InputError as exc:
+            stats.damaged.append(str(exc))
+            continue
         end = 0
         try:
             for line in read_lines(stream, max_bytes=batcher.settings.max_read_line_bytes):
-                batcher.add_line(line, shown, identity)
+                batcher.add_line(line, shown, shown)
                 end = line.offset + line.length
-                if stop_when_down and shipper.down and path != STDIN:
+                if (stop_when_down and shipper.down and path != STDIN) or should_stop():
                     batcher.flush()
-                    shipper.stats.not_read.append(f"{shown} from byte {end}")
-                    shipper.stats.not_read.extend(f"{p}" for p in paths[i + 1:])
+                    stats.not_read.append(f"{shown} from byte {end}")
+                    stats.not_read.extend(STDIN_PATH if p == STDIN else p
+                                          for p in paths[i + 1:])
                     return
+            if should_stop():  # stopped while waiting for a slow writer
+                batcher.flush()
+                stats.not_read.append(f"{shown} from byte {end}")
+                stats.not_read.extend(STDIN_PATH if p == STDIN else p for p in paths[i + 1:])
+                return
+        except InputError as exc:
+            stats.damaged.append(str(exc) if str(exc).startswith(shown) else f"{shown}: {exc}")
+        except (EOFError, zlib.error, OSError) as exc:  # gzip.BadGzipFile is an OSError
+            why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            stats.damaged.append(f"{shown}: damaged after byte {end} of its content ({why}); "
+                                 "the lines before were read, the rest is lost")
         finally:
             if stream is not sys.stdin.buffer:
                 stream.close()
@@ -752,14 +1082,26 @@ def summary_lines(stats: IngestStats) -> list[str]:
         out.append("indexed, message not mapped (tag fwsiem_body_unmapped), by format and code: "
                    + ", ".join(f"{k} {v:,}" for k, v in sorted(stats.unmapped.items(),
                                                                key=lambda kv: -kv[1])))
-    if stats.spooled:
-        out.append(f"NOT WRITTEN:      {stats.spooled:,} (spooled, replayed on the next run)")
+    if stats.spooled or stats.not_spooled:
+        parts = []
+        if stats.spooled:
+            parts.append(f"{stats.spooled:,} spooled, replayed on the next run")
+        if stats.not_spooled:
+            parts.append(f"{stats.not_spooled:,} NOT SPOOLED either: the spool could not be "
+                         "written")
+        out.append(f"NOT WRITTEN:      {stats.spooled + stats.not_spooled:,} ({'; '.join(parts)})")
         out.extend(f"  {w}" for w in stats.not_written[:10])
         if len(stats.not_written) > 10:
             out.append(f"  ... and {len(stats.not_written) - 10} more batches")
     if stats.not_read:
         out.append("NOT READ (run again to continue; nothing will be duplicated):")
         out.extend(f"  {w}" for w in stats.not_read)
+    if stats.damaged:
+        out.append("DAMAGED OR UNREADABLE (what could be read was shipped):")
+        out.extend(f"  {w}" for w in stats.damaged)
+    if stats.quarantined:
+        out.append("SPOOL FILES QUARANTINED (not replayed; see the warnings above):")
+        out.extend(f"  {w}" for w in stats.quarantined)
     return out
 
 
@@ -770,15 +1112,28 @@ class NotWritten(FwsiemError):
 
 
 def check_written(stats: IngestStats, engine: str) -> None:
+    """Raise the error that says what was not written or read, if anything."""
     if stats.ok:
         return
     parts = []
+    if stats.not_spooled:
+        parts.append(f"{stats.not_spooled:,} lines neither written nor spooled "
+                     "(see NOT WRITTEN)")
     if stats.spooled:
         parts.append(f"{stats.spooled:,} lines spooled ({len(stats.spool_files)} files under "
                      f"{os.path.dirname(stats.spool_files[0]) if stats.spool_files else '?'})")
     if stats.not_read:
         parts.append("not read: " + ", ".join(stats.not_read[:5])
                      + (" ..." if len(stats.not_read) > 5 else ""))
-    raise NotWritten(f"{engine} could not take the data: " + "; ".join(parts),
-                     hint="run the same command again when the engine is back; spooled lines are "
-                          "replayed first and nothing is duplicated")
+    if stats.damaged:
+        parts.append(f"{len(stats.damaged)} source(s) damaged or unreadable: "
+                     + "; ".join(stats.damaged[:3]) + (" ..." if len(stats.damaged) > 3 else ""))
+    if stats.spooled or stats.not_spooled or (stats.not_read and not stats.stopped):
+        raise NotWritten(f"{engine} could not take the data: " + "; ".join(parts),
+                         hint="run the same command again when the engine is back; spooled lines "
+                              "are replayed first and nothing is duplicated")
+    if stats.not_read:
+        raise NotWritten(f"{stats.stopped}: " + "; ".join(parts),
+                         hint="run the same command again to continue; nothing is duplicated")
+    raise InputError("; ".join(parts), hint="what could be read was shipped; the summary names "
+                                            "each source")

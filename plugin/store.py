@@ -120,6 +120,64 @@ def _detect(settings: EngineSettings) -> tuple[str, str]:
     )
 
 
+# -- what a refused bulk item is about ----------------------------------------------------------
+# A per-item refusal in a ``_bulk`` answer is about the cluster (retry, then spool; never a dead
+# letter) when its status says so (401, 403, 404, 408, 429, 5xx) or its error type names a state
+# of the cluster: an index that is closed, blocked or missing, a missing pipeline, security,
+# unassigned shards, a full queue or a tripped breaker. A mapping refusal is about the line only
+# when the target index carries fwsiem's mappings; the shipper checks that (an index created
+# while the templates were missing maps fields by guess and refuses good lines). Every other
+# 4xx is about the line itself and becomes a dead letter.
+CLUSTER_STATUSES = frozenset({401, 403, 404, 408, 429})
+CLUSTER_ERROR_TYPES = frozenset({
+    "cluster_block_exception", "index_closed_exception", "index_not_found_exception",
+    "security_exception", "authorization_exception", "unavailable_shards_exception",
+    "no_shard_available_action_exception", "primary_missing_action_exception",
+    "es_rejected_execution_exception", "opensearch_rejected_execution_exception",
+    "rejected_execution_exception", "circuit_breaking_exception",
+    "process_cluster_event_timeout_exception", "cluster_manager_not_discovered_exception",
+    "master_not_discovered_exception", "node_not_connected_exception",
+    "node_closed_exception", "receive_timeout_transport_exception", "timeout_exception",
+    "read_only_exception", "index_creation_exception", "invalid_index_template_exception",
+})
+CLUSTER_REASONS = ("pipeline with id [", "no matching index template", "blocked by:",
+                   "no such index")
+MAPPING_REASONS = ("mapper [", "Limit of total fields")
+MAPPING_ERROR_TYPES = frozenset({
+    "mapper_parsing_exception", "document_parsing_exception", "strict_dynamic_mapping_exception",
+    "mapper_exception",
+})
+
+
+def bulk_item_fault(status: int, error: object) -> str:
+    """What a refused ``_bulk`` item is about: ``"cluster"``, ``"mapping"`` or ``"line"``.
+
+    >>> bulk_item_fault(400, {"type": "illegal_argument_exception",
+    ...                       "reason": "pipeline with id [fwsiem-logs] does not exist"})
+    'cluster'
+    >>> bulk_item_fault(403, {"type": "cluster_block_exception", "reason": "index [x] blocked"})
+    'cluster'
+    >>> bulk_item_fault(400, {"type": "mapper_parsing_exception", "reason": "failed to parse"})
+    'mapping'
+    >>> bulk_item_fault(400, {"type": "illegal_argument_exception", "reason": "bad value"})
+    'line'
+    """
+    if status in CLUSTER_STATUSES or status >= 500:
+        return "cluster"
+    etype, reason = "", ""
+    while isinstance(error, dict):  # the outermost cause that names a cluster state wins
+        etype = str(error.get("type", ""))
+        reason = str(error.get("reason", ""))
+        if etype in CLUSTER_ERROR_TYPES or any(r in reason for r in CLUSTER_REASONS):
+            return "cluster"
+        if etype in MAPPING_ERROR_TYPES or any(r in reason for r in MAPPING_REASONS):
+            return "mapping"
+        error = error.get("caused_by")
+    if isinstance(error, str) and any(r in error for r in CLUSTER_REASONS):
+        return "cluster"
+    return "line"
+
+
 def _api_key_header(api_key: str) -> str:
     if ":" in api_key:
         return base64.b64encode(api_key.encode()).decode()
@@ -224,12 +282,16 @@ class Store:
             return EngineUnavailable(f"cannot reach {self.safe_url} ({what}): {_short(exc)}", hint=HINT_UNREACHABLE)
         reason = _reason_of(exc)
         if status == 401:
-            return EngineRequestError(f"{self.safe_url} rejected the credentials on {what} (HTTP 401)",
-                                      hint="check --username/--password or --api-key")
+            err = EngineRequestError(f"{self.safe_url} rejected the credentials on {what} (HTTP 401)",
+                                     hint="check --username/--password or --api-key")
+            err.status = status
+            return err
         if status in RETRY_STATUSES:
             return EngineUnavailable(f"{self.safe_url} is overloaded or unavailable on {what} "
                                      f"(HTTP {status}, after {self.settings.max_retries} retries): {reason}")
-        return EngineRequestError(f"{self.safe_url} refused {what} (HTTP {status}): {reason}")
+        err = EngineRequestError(f"{self.safe_url} refused {what} (HTTP {status}): {reason}")
+        err.status = status  # the shipper tells a refusal of the cluster from one of the data
+        return err
 
     # -- cluster ------------------------------------------------------------------------------
     def health(self, wait_for_status: str | None = None, timeout: str = "30s") -> dict:

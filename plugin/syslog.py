@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import logging
 import queue
+import selectors
 import socket
-import socketserver
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 
+from plugin.errors import ConfigError
 from plugin.lines import line_document
 from plugin.shipping import LineBatcher, line_id
 
 log = logging.getLogger(__name__)
 
 MAX_DIGITS = 9  # an octet count longer than this is not a count
+DEFAULT_MAX_CONNECTIONS = 512
+IDLE_ON_STOP = 1.0  # on stop, a connection silent this long (seconds) has sent everything
 
 
 def _clean(msg: bytes) -> bytes:
@@ -93,38 +97,81 @@ class StreamFramer:
         return [rest] if rest else []
 
 
+def bind_socket(host: str, port: int, kind: int) -> socket.socket:
+    """A socket bound to ``host:port`` (an address or a name), or a one-line :class:`ConfigError`."""
+    proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+    try:
+        family, _, _, _, addr = socket.getaddrinfo(host, port, 0, kind, 0, socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host!r}: the address does not resolve "
+                          f"({exc.strerror})", hint="give an IP address or a resolvable name "
+                                                    "with --host or [listen] host") from None
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.bind(addr)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {proto} {host}:{port}: {exc.strerror}",
+                          hint=f"another program may hold the port; choose another with "
+                               f"--{proto}-port, or -1 to turn {proto.upper()} off") from None
+    return sock
+
+
+@dataclass
+class _Conn:
+    peer: str
+    framer: StreamFramer
+    last: float = field(default_factory=time.monotonic)
+
+
 class SyslogReceiver:
     """UDP and TCP listeners feeding one bounded queue, drained in batches by one shipper thread.
 
-    When the queue is full the listeners wait (TCP senders are slowed down; UDP datagrams wait in
-    the kernel's buffer). The shipper spools batches to disk while the engine is down and replays
-    them when it is back, so a received line is either written or on disk.
+    TCP connections are served by one thread with a selector, at most ``max_connections`` at a
+    time; further clients wait in the kernel's accept backlog until one closes, so a burst of
+    senders costs no thread and no memory beyond the cap. When the queue is full the listeners
+    wait (TCP senders are slowed down; UDP datagrams wait in the kernel's buffer). The shipper
+    spools batches to disk while the engine is down and replays them when it is back, so a
+    received line is either written, on disk, or counted as NOT WRITTEN in the summary.
     """
 
     def __init__(self, batcher: LineBatcher, *, host: str = "127.0.0.1", udp_port: int | None = 5514,
                  tcp_port: int | None = 5514, queue_size: int = 20000, flush_interval: float = 1.0,
-                 replay_interval: float = 5.0) -> None:
+                 replay_interval: float = 5.0,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.batcher = batcher
         self.host = host
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.flush_interval = flush_interval
         self.replay_interval = replay_interval
+        self.max_connections = max_connections
         self.run_id = uuid.uuid4().hex
         self._seq = 0
         self._stop = threading.Event()
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self._udp: socket.socket | None = None
-        self._tcp: socketserver.ThreadingTCPServer | None = None
+        self._tcp: socket.socket | None = None
         self.received = 0
+        self.connections = 0
+        self.ship_errors = 0
         if udp_port is not None:
-            self._udp = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-            self._udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-            self._udp.bind((host, udp_port))
+            self._udp = bind_socket(host, udp_port, socket.SOCK_DGRAM)
             self._udp.settimeout(0.5)
         if tcp_port is not None:
-            self._tcp = _TCPServer((host, tcp_port), _Handler)
-            self._tcp.receiver = self
+            try:
+                self._tcp = bind_socket(host, tcp_port, socket.SOCK_STREAM)
+            except ConfigError:
+                if self._udp:
+                    self._udp.close()
+                raise
+            self._tcp.setblocking(False)
 
     @property
     def udp_port(self) -> int | None:
@@ -132,14 +179,14 @@ class SyslogReceiver:
 
     @property
     def tcp_port(self) -> int | None:
-        return self._tcp.server_address[1] if self._tcp else None
+        return self._tcp.getsockname()[1] if self._tcp else None
 
     # lifecycle
     def start(self) -> SyslogReceiver:
         if self._udp:
             self._spawn(self._udp_loop, "syslog-udp")
         if self._tcp:
-            self._spawn(self._tcp.serve_forever, "syslog-tcp")
+            self._spawn(self._tcp_loop, "syslog-tcp")
         self._spawn(self._ship_loop, "syslog-ship")
         return self
 
@@ -151,12 +198,9 @@ class SyslogReceiver:
     def stop(self) -> None:
         """Stop listening, ship everything already received, and return."""
         self._closing.set()
-        if self._tcp:
-            self._tcp.shutdown()
-            self._tcp.server_close()  # waits for open connections to end
         for t in self._threads:
             if t.name != "syslog-ship":
-                t.join(timeout=30)
+                t.join(timeout=60)
         if self._udp:
             self._udp.close()
         self._stop.set()
@@ -183,6 +227,79 @@ class SyslogReceiver:
             for msg in split_datagram(data):
                 self.put(msg, f"{addr[0]}:{addr[1]}", "udp")
 
+    def _tcp_loop(self) -> None:
+        """Accept and read every TCP connection from one thread, with a cap on connections."""
+        assert self._tcp is not None
+        listener = self._tcp
+        sel = selectors.DefaultSelector()
+        sel.register(listener, selectors.EVENT_READ, None)
+        accepting = True
+        max_bytes = self.batcher.settings.max_read_line_bytes
+        try:
+            while True:
+                closing = self._closing.is_set()
+                if closing and accepting:
+                    sel.unregister(listener)
+                    listener.close()
+                    accepting = False
+                conns = [k for k in sel.get_map().values() if k.data is not None]
+                if closing:
+                    now = time.monotonic()
+                    for key in conns:  # senders silent for a while have sent everything
+                        if now - key.data.last >= IDLE_ON_STOP:
+                            self._close(sel, key)
+                    if not any(k.data is not None for k in sel.get_map().values()):
+                        return
+                for key, _ in sel.select(timeout=0.2):
+                    if key.data is None:
+                        self._accept(sel, listener, max_bytes)
+                    else:
+                        self._read(sel, key)
+                if accepting:
+                    full = self.connections >= self.max_connections
+                    registered = listener in (k.fileobj for k in sel.get_map().values())
+                    if full and registered:  # later clients wait in the kernel's backlog
+                        sel.unregister(listener)
+                    elif not full and not registered:
+                        sel.register(listener, selectors.EVENT_READ, None)
+        finally:
+            for key in [k for k in sel.get_map().values() if k.data is not None]:
+                self._close(sel, key)
+            sel.close()
+
+    def _accept(self, sel, listener: socket.socket, max_bytes: int) -> None:
+        try:
+            conn, addr = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        conn.setblocking(False)
+        self.connections += 1
+        sel.register(conn, selectors.EVENT_READ, _Conn(f"{addr[0]}:{addr[1]}",
+                                                        StreamFramer(max_bytes)))
+
+    def _read(self, sel, key) -> None:
+        state: _Conn = key.data
+        try:
+            data = key.fileobj.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(sel, key)
+            return
+        state.last = time.monotonic()
+        for msg in state.framer.feed(data):
+            self.put(msg, state.peer, "tcp")
+
+    def _close(self, sel, key) -> None:
+        state: _Conn = key.data
+        for msg in state.framer.close():
+            self.put(msg, state.peer, "tcp")
+        sel.unregister(key.fileobj)
+        key.fileobj.close()
+        self.connections -= 1
+
     # shipping
     def _ship_loop(self) -> None:
         last_flush = time.monotonic()
@@ -193,17 +310,26 @@ class SyslogReceiver:
                 msg, peer, transport = self.queue.get(timeout=0.2)
             except queue.Empty:
                 msg = None
-            if msg is not None:
-                self._add(msg, peer, transport)
-            now = time.monotonic()
-            if now - last_flush >= self.flush_interval or (msg is None and self._stop.is_set()):
-                self.batcher.flush()
-                last_flush = now
-            if shipper.down and now - last_replay >= self.replay_interval:
-                last_replay = now
-                shipper.replay()
+            try:
+                if msg is not None:
+                    self._add(msg, peer, transport)
+                now = time.monotonic()
+                if now - last_flush >= self.flush_interval or (msg is None and self._stop.is_set()):
+                    self.batcher.flush()
+                    last_flush = now
+                if shipper.down and now - last_replay >= self.replay_interval:
+                    last_replay = now
+                    shipper.replay()
+            except Exception:  # the thread never dies: what it could not ship is in the stats
+                self.ship_errors += 1
+                log.exception("shipping failed; the receiver keeps running")
+                time.sleep(0.5)
             if msg is None and self._stop.is_set() and self.queue.empty():
-                self.batcher.flush()
+                try:
+                    self.batcher.flush()
+                except Exception:
+                    self.ship_errors += 1
+                    log.exception("the last flush failed")
                 return
 
     def _add(self, msg: bytes, peer: str, _transport: str) -> None:
@@ -212,33 +338,3 @@ class SyslogReceiver:
         doc = line_document(msg, module=self.batcher.module)
         doc.setdefault("log", {})["source"] = {"address": peer}
         self.batcher.add_document(doc, line_id(f"syslog:{self.run_id}", self._seq, msg))
-
-
-class _TCPServer(socketserver.ThreadingTCPServer):
-    daemon_threads = False
-    block_on_close = True
-    allow_reuse_address = True
-    receiver: SyslogReceiver
-
-
-class _Handler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        receiver: SyslogReceiver = self.server.receiver  # type: ignore[attr-defined]
-        peer = f"{self.client_address[0]}:{self.client_address[1]}"
-        framer = StreamFramer(receiver.batcher.settings.max_read_line_bytes)
-        self.request.settimeout(1.0)
-        while True:
-            try:
-                data = self.request.recv(65536)
-            except TimeoutError:
-                if receiver._closing.is_set():
-                    break
-                continue
-            except OSError:
-                break
-            if not data:
-                break
-            for msg in framer.feed(data):
-                receiver.put(msg, peer, "tcp")
-        for msg in framer.close():
-            receiver.put(msg, peer, "tcp")

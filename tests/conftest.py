@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,32 @@ def installed(engine):
     for name, body in bodies.items():
         engine.store.put_pipeline(name, body)
     return engine
+
+
+@pytest.fixture
+def dedicated_engine():
+    """Start an engine of the test's own (``dedicated_engine(flavor, purpose)``), for a test that
+    stops and restarts it while the shared engines stay up; stopped and removed afterwards."""
+    started: list[tuple[LocalEngine, Path]] = []
+
+    def start(flavor: str, purpose: str) -> LocalEngine:
+        # under /tmp and world-traversable: Elasticsearch runs as an unprivileged user under root
+        home = Path(tempfile.mkdtemp(prefix="fwsiem-dedicated-"))
+        home.chmod(0o755)
+        ports = OPENSEARCH_PORTS if flavor == "opensearch" else None
+        eng = LocalEngine(flavor, home, find_free_port(ports),
+                          heap=os.environ.get("FWSIEM_TEST_HEAP", "512m"))
+        started.append((eng, home))
+        try:
+            eng.start()
+        except Exception as exc:  # the same rule as the shared fixtures
+            _fail_or_skip(f"cannot start an engine for {purpose}: {exc}")
+        return eng
+
+    yield start
+    for eng, home in started:
+        eng.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

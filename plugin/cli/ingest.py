@@ -68,9 +68,13 @@ def command(app, paths, fmt, follow, progress, as_json):
     PATH may be files, directories (read recursively), globs, .gz files or - for standard input.
     Every line gets an _id from its source, byte offset and content, so running the same command
     twice adds nothing and says so. Lines no pipeline can parse are counted and kept in the
-    dead-letter index. When the engine cannot take data, the unwritten batch is spooled to disk
-    ([engine] spool_dir) and replayed first on the next run; the command then exits non-zero and
-    names what was not written. Without PATH, only the spool is replayed.
+    dead-letter index. When the engine cannot take data (it is down, or refuses for a reason
+    about the cluster: a missing pipeline, a write block), the unwritten batch is spooled to disk
+    ([engine] spool_dir, one folder per cluster URL) and replayed first on the next run; the
+    command then exits 3 and names what was not written. A damaged source (a truncated gzip or
+    pcap, a dangling symlink) keeps what was read, is named, and the exit code is 2. SIGTERM
+    stops reading, ships what was read and names the rest. Without PATH, only the spool is
+    replayed. Guarantees: docs/threat-model.md.
     """
     settings, shipper = configured_shipper(app.config, lambda: app.store)
     stats = shipper.stats
@@ -81,6 +85,7 @@ def command(app, paths, fmt, follow, progress, as_json):
 
     def on_term(_sig, _frame):
         stop["now"] = True
+        stats.stopped = "stopped by SIGTERM before the end"
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
@@ -98,6 +103,9 @@ def command(app, paths, fmt, follow, progress, as_json):
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
+    if stop["now"] and not follow:
+        click.echo("SIGTERM: what was read was shipped or spooled; the rest is named below",
+                   err=True)
     if stats.indexed and fmt != "pcap" and not stats.by_format and not shipper.down:
         try:
             stats.by_format = format_counts(app.store, settings, sources, started)
@@ -120,16 +128,15 @@ def _ingest(shipper, settings, sources, fmt, follow, bar, stop) -> None:
     pcaps = [s for s in sources if s != STDIN and (fmt == "pcap" or is_pcap(s))]
     lines = [s for s in sources if s not in pcaps]
     for path in pcaps:
-        ingest_pcap(path, shipper, settings, on_batch=bar)
-        if shipper.down:
-            rest = pcaps[pcaps.index(path) + 1:] + lines
-            shipper.stats.not_read.extend(rest)
+        if shipper.down or stop["now"]:
+            shipper.stats.not_read.extend(pcaps[pcaps.index(path):] + lines)
             return
+        ingest_pcap(path, shipper, settings, on_batch=bar)
     batcher = LineBatcher(shipper, settings, module=module, on_batch=bar)
     if follow:
         stdin = [s for s in lines if s == STDIN]
         if stdin:
-            ingest_paths(stdin, batcher, stop_when_down=False)
+            ingest_paths(stdin, batcher, stop_when_down=False, should_stop=lambda: stop["now"])
         follow_paths([s for s in lines if s != STDIN], batcher, should_stop=lambda: stop["now"])
     else:
-        ingest_paths(lines, batcher, stop_when_down=True)
+        ingest_paths(lines, batcher, stop_when_down=True, should_stop=lambda: stop["now"])

@@ -14,7 +14,7 @@ from plugin.shipping import (
     configured_shipper,
     summary_lines,
 )
-from plugin.syslog import SyslogReceiver
+from plugin.syslog import DEFAULT_MAX_CONNECTIONS, SyslogReceiver
 
 FORMATS = ("auto", "nsx", "iptables", "pfsense", "cisco-asa", "panos", "fortigate", "nfdump",
            "pmacct")
@@ -22,9 +22,9 @@ FORMATS = ("auto", "nsx", "iptables", "pfsense", "cisco-asa", "panos", "fortigat
 
 @click.command("listen")
 @click.option("--host", default=None, help="Address to listen on [config listen.host, 127.0.0.1].")
-@click.option("--udp-port", type=int, default=None,
+@click.option("--udp-port", type=click.IntRange(-1, 65535), default=None,
               help="UDP port; -1 disables UDP [config listen.udp_port, 5514].")
-@click.option("--tcp-port", type=int, default=None,
+@click.option("--tcp-port", type=click.IntRange(-1, 65535), default=None,
               help="TCP port (RFC 6587 octet counting or LF framing); -1 disables TCP "
                    "[config listen.tcp_port, 5514].")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
@@ -51,7 +51,10 @@ def command(app, host, udp_port, tcp_port, fmt, status_every):
         shipper.replay()
     batcher = LineBatcher(shipper, settings, module=None if fmt == "auto" else fmt)
     receiver = SyslogReceiver(batcher, host=host, udp_port=udp if udp >= 0 else None,
-                              tcp_port=tcp if tcp >= 0 else None).start()
+                              tcp_port=tcp if tcp >= 0 else None,
+                              flush_interval=settings.flush_interval,
+                              max_connections=int(conf.get("max_connections",
+                                                           DEFAULT_MAX_CONNECTIONS))).start()
     where = ", ".join(f"{proto} {host}:{port}" for proto, port in
                       (("udp", receiver.udp_port), ("tcp", receiver.tcp_port)) if port)
     click.echo(f"listening on {where}; shipping to {shipper.store_name()} (Ctrl-C to stop)", err=True)
@@ -59,8 +62,9 @@ def command(app, host, udp_port, tcp_port, fmt, status_every):
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
         while not done.wait(status_every if status_every > 0 else 3600):
+            lost = f", NOT WRITTEN {stats.not_spooled:,}" if stats.not_spooled else ""
             click.echo(f"received {receiver.received:,}, indexed {stats.indexed:,}, dead-lettered "
-                       f"{stats.dead_lettered:,}, spooled {stats.spooled:,}", err=True)
+                       f"{stats.dead_lettered:,}, spooled {stats.spooled:,}{lost}", err=True)
     except KeyboardInterrupt:
         pass
     click.echo("stopping: shipping what was received ...", err=True)

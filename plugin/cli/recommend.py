@@ -17,7 +17,11 @@ def _labels(path: str | None) -> dict | None:
     if not path:
         return None
     data = rec.load_json(path)
-    lists = data.get("allowlists", data)
+    lists = data.get("allowlists", data) if isinstance(data, dict) else data
+    if not isinstance(lists, (dict, list)) or (
+            isinstance(lists, list) and not all(isinstance(e, dict) for e in lists)):
+        raise InputError(f"{path}: labels must be a JSON object {{\"IP:PORT\": [CIDR...]}} or a "
+                         "truth.json")
     out = {}
     items = lists.items() if isinstance(lists, dict) else ((e.get("endpoint"), e) for e in lists)
     for key, value in items:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -112,22 +113,80 @@ def test_twice_and_killed_half_way_still_exactly_once(ship):
     assert ship.docs_from(log) == n
 
 
+class _Proxy:
+    """A TCP forwarder to the engine that can be absent: the same URL, down then up."""
+
+    def __init__(self, target_url: str) -> None:
+        import socket
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(target_url)
+        self.target = (parts.hostname, parts.port)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = None
+
+    def start(self) -> None:
+        import socket
+        import socketserver
+        import threading
+
+        target = self.target
+
+        class Pipe(socketserver.BaseRequestHandler):
+            def handle(self):
+                with socket.create_connection(target) as up:
+                    def pump(a, b):
+                        try:
+                            while data := a.recv(65536):
+                                b.sendall(data)
+                        except OSError:
+                            pass
+                        finally:
+                            for sock in (a, b):
+                                try:
+                                    sock.shutdown(socket.SHUT_RDWR)
+                                except OSError:
+                                    pass
+                    t = threading.Thread(target=pump, args=(up, self.request), daemon=True)
+                    t.start()
+                    pump(self.request, up)
+                    t.join(60)
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Pipe)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
 def test_engine_down_spools_and_the_next_run_replays_every_line_once(ship):
     n = 5000
     data = ("\n".join(_nsx_lines(n, seed=5)) + "\n").encode()
+    proxy = _Proxy(ship.engine.url)  # the engine's URL, with nothing listening yet
     down = ship.tmp / "down.toml"
-    down.write_text(ship.toml.read_text().replace(ship.engine.url, "http://127.0.0.1:9"))
+    down.write_text(ship.toml.read_text().replace(ship.engine.url, proxy.url))
 
     rc, summary, err = ship.run("-", stdin=data, toml=down)
     assert rc == 3
     assert summary["spooled"] == n and summary["indexed"] == 0
     assert str(ship.spool) in err
 
-    rc, replay, err = ship.run()
+    proxy.start()
+    try:
+        rc, replay, err = ship.run(toml=down)
+    finally:
+        proxy.stop()
     assert rc == 0, err
     assert replay["replayed"] == n
     assert replay["indexed"] + replay["dead_lettered"] == n
-    assert not list(Path(ship.spool).glob("batch-*"))
+    assert not list(Path(ship.spool).rglob("batch-*"))
     ship.store.refresh(ship.events)
     assert ship.store.count(ship.events, {"term": {"log.file.path": "stdin"}}) == replay["indexed"]
 
@@ -198,3 +257,325 @@ def test_pcap_flows_are_indexed_as_ecs_events(ship):
     assert ship.store.count(ship.events, query) == 30
     rc, again, err = ship.run(str(cap))
     assert again["already_present"] == 30
+
+
+# -- nothing lost: refusals about the cluster, damaged sources, signals, the spool (issue 15) ------
+NSX_LINE = ("2017-10-19T22:38:08.723Z 58734 INET match PASS domain-c8/1006 OUT 60 TCP "
+            "172.18.8.121/{sport}->172.18.8.119/{dport} S RULE_TAG")
+HIGH_PORTS = [(65535, 443), (40000, 65535), (63343, 63344)]
+
+
+def _count(store, index, query=None) -> int:
+    store.refresh(index)
+    return store.count(index, query)
+
+
+def test_lines_refused_for_a_missing_pipeline_are_spooled_then_indexed_never_dead_lettered(ship):
+    log = ship.tmp / "pipeline-gone.log"
+    log.write_text("\n".join(_nsx_lines(100, seed=21)) + "\n")
+    query = {"term": {"log.file.path": str(log)}}
+    ship.store.delete_pipeline("fwsiem-logs")
+    try:
+        rc, summary, err = ship.run(str(log))
+        assert rc == 3, err
+        assert (summary["spooled"], summary["dead_lettered"], summary["indexed"]) == (100, 0, 0)
+        assert "pipeline with id [fwsiem-logs] does not exist" in err
+    finally:
+        run_setup(ship.store, ship.engine.config(events=ship.events))
+    rc, again, err = ship.run(str(log))
+    assert rc == 0, err
+    assert again["replayed"] == 100 and again["dead_lettered"] == 0
+    assert _count(ship.store, ship.events, query) == 100
+    assert _count(ship.store, DEADLETTER, query) == 0
+
+
+def test_an_index_made_without_fwsiem_mappings_spools_lines_instead_of_dead_lettering(ship):
+    plain = f"{ship.events.split('.', 1)[1]}-plain"  # matches no fwsiem template
+    ship.store.create_index(plain, {"mappings": {"properties": {
+        "source": {"properties": {"ip": {"type": "long"}}}}}})
+    toml = ship.tmp / "plain.toml"
+    toml.write_text(ship.toml.read_text().replace(f'events = "{ship.events}"',
+                                                  f'events = "{plain}"'))
+    log = ship.tmp / "plain.log"
+    log.write_text("\n".join(_nsx_lines(20, seed=22)) + "\n")
+    try:
+        rc, summary, err = ship.run(str(log), toml=toml)
+        assert rc == 3, err
+        assert summary["dead_lettered"] == 0 and summary["spooled"] == 20
+        assert _count(ship.store, DEADLETTER, {"term": {"log.file.path": str(log)}}) == 0
+    finally:
+        ship.store.delete_index(plain)
+
+
+def test_a_dead_letter_index_that_refuses_writes_spools_the_lines_without_looping(ship):
+    log = ship.tmp / "garbage.log"
+    log.write_bytes(b"garbage one\ngarbage two\ngarbage three\n")
+    ship.store.request("PUT", f"/{DEADLETTER}/_block/write")
+    try:
+        rc, summary, err = ship.run(str(log))
+        assert rc == 3, err
+        assert "recursion" not in err and "Traceback" not in err
+        assert (summary["spooled"], summary["dead_lettered"]) == (3, 0)
+    finally:
+        ship.store.request("PUT", f"/{DEADLETTER}/_settings",
+                           body={"index": {"blocks": {"write": False}}})
+    rc, again, err = ship.run(str(log))
+    assert rc == 0, err
+    assert again["dead_lettered"] + again["already_present"] >= 3
+    assert _count(ship.store, DEADLETTER, {"term": {"log.file.path": str(log)}}) == 3
+
+
+def test_events_with_ports_up_to_65535_are_indexed_through_ingest(ship):
+    log = ship.tmp / "high-ports.log"
+    log.write_text("\n".join(NSX_LINE.format(sport=s, dport=d) for s, d in HIGH_PORTS) + "\n")
+    rc, summary, err = ship.run(str(log))
+    assert rc == 0, err
+    assert (summary["indexed"], summary["dead_lettered"]) == (3, 0)
+    ports = {h["_source"]["destination"]["port"] for h in ship.store.scan(
+        ship.events, query={"term": {"log.file.path": str(log)}})}
+    assert ports == {443, 65535, 63344}
+
+
+def _listen(env, *args):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "plugin", "listen", "--udp-port", "-1",
+                             "--tcp-port", str(port), "--status-every", "5", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"fwsiem listen did not start: {proc.communicate()[1][-2000:]}")
+            time.sleep(0.2)
+
+
+def _stop_listen(proc, timeout=600):
+    import signal
+
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def test_events_with_ports_up_to_65535_are_indexed_through_listen(ship):
+    import socket
+
+    proc, port = _listen(ship.env())
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall("".join(NSX_LINE.format(sport=s, dport=d) + "\n"
+                                 for s, d in HIGH_PORTS).encode())
+    finally:
+        rc, out, err = _stop_listen(proc)
+    assert rc == 0, out + err
+    assert "dead-lettered:    0" in out, out
+    ship.store.refresh(ship.events)
+    ports = {h["_source"]["destination"]["port"] for h in ship.store.scan(ship.events)}
+    assert ports == {443, 65535, 63344}
+
+
+def test_damaged_gzip_and_dangling_symlink_keep_the_rest_and_say_so(ship):
+    import gzip
+
+    folder = ship.tmp / "folder"
+    folder.mkdir()
+    lines = _nsx_lines(300, seed=23)
+    whole = gzip.compress(("\n".join(lines[:200]) + "\n").encode())
+    (folder / "a.log.gz").write_bytes(whole[: len(whole) // 2])
+    (folder / "b.log").write_text("\n".join(lines[200:]) + "\n")
+    (folder / "c.log").symlink_to(ship.tmp / "nowhere")
+    rc, summary, err = ship.run(str(folder))
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert len(summary["damaged"]) == 2
+    assert 0 < ship.docs_from(folder / "a.log.gz") < 200
+    assert ship.docs_from(folder / "b.log") == 100
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "a.log.gz" in errors[0]
+
+
+def test_a_slow_stdin_is_shipped_as_it_comes_and_sigterm_ends_the_run_with_a_summary(ship):
+    import signal
+
+    proc = subprocess.Popen(ship.cmd("-"), env=ship.env(), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = _nsx_lines(5, seed=24)
+    proc.stdin.write(("\n".join(lines) + "\n").encode())
+    proc.stdin.flush()
+    stdin = {"term": {"log.file.path": "stdin"}}
+    deadline = time.monotonic() + 120
+    while _count(ship.store, ship.events, stdin) < 5 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _count(ship.store, ship.events, stdin) == 5, "a slow stdin was held until it ends"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    summary = json.loads(out[out.index(b"{"):])
+    assert proc.returncode == 3, err
+    assert summary["read"] == 5 and summary["indexed"] == 5
+    assert summary["not_read"] and summary["not_read"][0].startswith("stdin from byte")
+
+
+def test_endless_input_without_line_ends_ends_with_one_dead_letter(ship):
+    with open("/dev/zero", "rb") as zero:
+        proc = subprocess.run(ship.cmd("-"), env=ship.env(), stdin=zero, capture_output=True,
+                              timeout=1200)
+    out = proc.stdout.decode()
+    summary = json.loads(out[out.index("{"):])
+    assert proc.returncode == 2, proc.stderr
+    # the same input gives the same dead letter: a second run finds it already present
+    assert summary["dead_lettered"] + summary["already_present"] == 1 and summary["indexed"] == 0
+    assert "not a line-oriented log" in summary["damaged"][0]
+    letters = _count(ship.store, DEADLETTER, {"bool": {"filter": [
+        {"term": {"log.file.path": "stdin"}}, {"term": {"error.type": "rejected_line"}}]}})
+    assert letters >= 1
+
+
+def test_fifos_and_process_substitutions_are_read(ship):
+    lines = _nsx_lines(10, seed=25)
+    src = ship.tmp / "src.log"
+    src.write_text("\n".join(lines) + "\n")
+    cmd = " ".join(f"'{c}'" for c in ship.cmd()) + f" <(cat '{src}')"
+    proc = subprocess.run(["bash", "-c", cmd], env=ship.env(), capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    assert json.loads(out[out.index("{"):])["indexed"] == 10
+
+
+def test_a_truncated_pcap_keeps_its_flows_and_exits_non_zero(ship):
+    import socket
+
+    import dpkt
+
+    cap = ship.tmp / "cut.pcap"
+    with open(cap, "wb") as fh:
+        writer = dpkt.pcap.Writer(fh)
+        for i in range(40):
+            udp = dpkt.udp.UDP(sport=30000 + i, dport=53, data=b"q" * 50)
+            ip = dpkt.ip.IP(src=socket.inet_aton("10.0.0.6"), dst=socket.inet_aton("10.0.0.53"),
+                            p=dpkt.ip.IP_PROTO_UDP, data=udp)
+            frame = dpkt.ethernet.Ethernet(type=dpkt.ethernet.ETH_TYPE_IP, data=ip)
+            writer.writepkt(bytes(frame), ts=1_700_000_100.0 + i)
+    data = cap.read_bytes()
+    cap.write_bytes(data[: len(data) // 2 + 5])
+    rc, summary, err = ship.run(str(cap))
+    assert rc == 2, err
+    assert 0 < summary["indexed"] < 40
+    assert "truncated" in summary["damaged"][0]
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err
+
+
+def test_recommend_labels_that_are_not_json_is_a_one_line_error(ship):
+    proc = subprocess.run([sys.executable, "-m", "plugin", "recommend", "--kind", "allowlist",
+                           "--labels", "/bin/ls", "--dry-run"], env=ship.env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "/bin/ls" in errors[0]
+
+
+def test_a_spool_is_replayed_only_into_its_cluster_and_planted_files_are_quarantined(ship):
+    from plugin.shipping import Batch, Spool, line_id
+
+    data = ("\n".join(_nsx_lines(30, seed=26)) + "\n").encode()
+    down = ship.tmp / "down.toml"
+    down.write_text(ship.toml.read_text().replace(ship.engine.url, "http://127.0.0.1:9"))
+    rc, summary, err = ship.run("-", stdin=data, toml=down)
+    assert rc == 3 and summary["spooled"] == 30
+    other = Path(summary["spool_files"][0])
+
+    legit = Batch("fwsiem-logs")
+    for i in range(5):
+        legit.add({"create": {"_index": ship.events, "_id": line_id("spooled", i, b"x")}},
+                  {"message": NSX_LINE.format(sport=1000 + i, dport=22),
+                   "log": {"file": {"path": "spooled"}, "offset": i}})
+    spool = Spool(ship.spool, target=ship.engine.url, events_index=ship.events)
+    spool.write(legit, "down")
+    models = "fwsiem-models"
+    planted_id = "0" * 40
+    (spool.dir / "batch-0-planted.ndjson").write_text("\n".join(json.dumps(x) for x in [
+        {"fwsiem_spool": 2, "target": ship.engine.url, "pipeline": None, "documents": 1},
+        {"create": {"_index": models, "_id": planted_id}},
+        {"kind": "active", "sha256": "planted"}]) + "\n")
+    (spool.dir / "batch-1-corrupt.ndjson").write_bytes(b"\x00\xff not json\n")
+    assert stat.S_IMODE(other.stat().st_mode) == 0o600
+
+    rc, replay, err = ship.run()
+    assert rc == 0, err
+    assert replay["replayed"] == 5  # the batch for this cluster, not the one for :9
+    assert len(replay["quarantined"]) == 2
+    assert other.exists()
+    assert ship.store.get_doc(models, planted_id) is None
+    assert _count(ship.store, ship.events, {"term": {"log.file.path": "spooled"}}) == 5
+    assert not list(spool.dir.glob("batch-*"))
+
+
+def test_listen_through_an_engine_restart_indexes_every_line_once(tmp_path, dedicated_engine):
+    """20,000 lines sent over TCP while the engine is stopped and started again: all indexed."""
+    import socket
+    import threading
+
+    from plugin.config import load_config
+    from plugin.store import Store
+
+    # An engine of its own: stopping the shared one would disturb the other tests.
+    eng = dedicated_engine("opensearch", "the listen restart test")
+    proc = None
+    try:
+        events = "logs-fwsiem.restart-default"
+        toml = tmp_path / "fwsiem.toml"
+        toml.write_text(f'[engine]\nurl = "{eng.url}"\nspool_dir = "{tmp_path / "spool"}"\n'
+                        f'max_retries = 1\ntimeout = 10\n[indices]\nevents = "{events}"\n'
+                        '[ingest]\nretry_wait = "2s"\n')
+        config = load_config(toml, env={})
+        store = Store.connect(config.engine)
+        run_setup(store, config)
+        env = dict(os.environ, FWSIEM_CONFIG=str(toml))
+        for key in ("FWSIEM_URL", "FWSIEM_ENGINE_URL"):
+            env.pop(key, None)
+        proc, port = _listen(env)
+        n = 20_000
+        lines = _nsx_lines(n, seed=31)
+        sent = [0]
+
+        def send():
+            with socket.create_connection(("127.0.0.1", port)) as conn:
+                for i in range(0, n, 200):
+                    conn.sendall(("\n".join(lines[i:i + 200]) + "\n").encode())
+                    sent[0] = i + 200
+                    time.sleep(0.05)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        while sent[0] < n // 4 and sender.is_alive():
+            time.sleep(0.05)
+        eng.stop()  # the restart happens while lines keep arriving
+        eng.start()
+        sender.join(900)
+        assert sent[0] >= n
+        store = Store.connect(config.engine)
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            store.refresh(events)
+            if store.count(events) >= n:
+                break
+            time.sleep(2)
+        rc, out, err = _stop_listen(proc)
+        proc = None
+        assert rc == 0, out + err[-3000:]
+        store.refresh(events)
+        store.refresh(DEADLETTER)
+        assert store.count(events) == n
+        assert store.count(DEADLETTER) == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()

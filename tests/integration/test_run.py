@@ -217,27 +217,12 @@ def test_killed_backfill_resumes_with_every_window_exactly_once(os_dataset):
         store.delete_index(f"{killed}-*")
 
 
-def test_engine_outage_during_run_loses_no_window(tmp_path):
+def test_engine_outage_during_run_loses_no_window(tmp_path, dedicated_engine):
     """Stop the engine under a running `fwsiem run`, start it again: every window is done once."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     from plugin.checkpoint import next_chain
-    from plugin.engine import LocalEngine, find_free_port
     from plugin.windows import window_bounds
 
-    # under /tmp and world-traversable: Elasticsearch runs as an unprivileged user under root
-    home = Path(tempfile.mkdtemp(prefix="fwsiem-outage-"))
-    home.chmod(0o755)
-    eng = LocalEngine("elasticsearch", home, find_free_port(),
-                      heap=os.environ.get("FWSIEM_TEST_HEAP", "512m"))
-    try:
-        eng.start()
-    except Exception as exc:  # the same rule as the shared fixtures
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"cannot start an engine for the outage test: {exc}")
-        pytest.skip(f"cannot start an engine for the outage test: {exc}")
+    eng = dedicated_engine("elasticsearch", "the outage test")
     proc = None
     try:
         win = 2000
@@ -292,5 +277,3 @@ def test_engine_outage_during_run_loses_no_window(tmp_path):
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
-        eng.stop()
-        shutil.rmtree(home, ignore_errors=True)

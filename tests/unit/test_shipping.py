@@ -76,12 +76,14 @@ def test_gzip_is_read_transparently(tmp_path):
 
 def test_spool_keeps_a_batch_byte_for_byte(tmp_path):
     batch = Batch("fwsiem-logs")
-    batch.add({"create": {"_index": "i", "_id": "1"}}, {"message": "é ünïcode"}, "/f", 0, 10)
-    batch.add({"create": {"_index": "i", "_id": "2"}}, {"message": "two"}, "/f", 10, 14)
-    spool = Spool(tmp_path / "spool")
+    batch.add({"create": {"_index": "e", "_id": line_id("/f", 0, b"1")}}, {"message": "é ünïcode"},
+              "/f", 0, 10)
+    batch.add({"create": {"_index": "e", "_id": line_id("/f", 10, b"2")}}, {"message": "two"},
+              "/f", 10, 14)
+    spool = Spool(tmp_path / "spool", events_index="e")
     path = spool.write(batch, "down")
     assert spool.pending() == [path] and spool.pending_documents() == 2
-    again = Spool.load(path)
+    again = spool.load(path)
     assert again.pipeline == "fwsiem-logs" and again.items == batch.items
 
 
@@ -119,27 +121,14 @@ def test_stdin_against_a_down_engine_spools_every_line(tmp_path, monkeypatch):
     assert stats.read == 25 and stats.spooled == 25
     docs = []
     for path in Spool(settings.spool_dir).pending():
-        docs += [json.loads(s)["message"] for _, s in Spool.load(path).items]
+        docs += [json.loads(s)["message"] for _, s in Spool(settings.spool_dir).load(path).items]
     assert docs == [f"line {i}" for i in range(25)]
 
 
-class _Collecting(Shipper):
-    """A shipper whose engine is a list: what it would have sent, in order."""
-
-    def __init__(self, tmp_path):
-        super().__init__(_unreachable, events_index="e", deadletter_index="d",
-                         spool=Spool(tmp_path / "spool"))
-        self.sent: list[dict] = []
-
-    def send(self, batch):
-        self.sent += [json.loads(s) for _, s in batch.items]
-        self.stats.indexed += len(batch)
-
-
-def test_follow_reads_appends_rotation_and_truncation_exactly_once(tmp_path):
+def test_follow_reads_appends_rotation_and_truncation_exactly_once(tmp_path, collecting_shipper):
     path = tmp_path / "dfw.log"
     path.write_bytes(b"a1\na2\n")
-    shipper = _Collecting(tmp_path)
+    shipper = collecting_shipper
     batcher = LineBatcher(shipper, ShipSettings(poll_interval=0.05, batch_docs=1000))
     stop = threading.Event()
     thread = threading.Thread(target=follow_paths, args=([str(path)], batcher),
