@@ -873,7 +873,7 @@ class ShipSettings:
     retry_wait: float = 15.0
     poll_interval: float = 0.5
     flush_interval: float = 1.0
-    in_flight: int = 2
+    in_flight: int = 3
 
     @classmethod
     def from_config(cls, config: Config) -> ShipSettings:
@@ -917,7 +917,7 @@ def _in_flight(value: object) -> int:
         n = 0
     if n < 1:
         raise ConfigError(f"[ingest] in_flight = {value!r} is not a whole number of 1 or more",
-                          hint="set it to 1 (one request at a time) or more, e.g. 2")
+                          hint="set it to 1 (one request at a time) or more, e.g. 3")
     return n
 
 
