@@ -599,7 +599,7 @@ class Shipper:
             return
         budget = self.retry_wait if not self.down else 0.0
         try:
-            self._write(batch, budget, sent=sent)
+            self._write(batch, budget, first=sent)
         except EngineUnavailable as exc:
             self._mark_down(str(exc))
             self._spool(batch, str(exc))
@@ -683,10 +683,10 @@ class Shipper:
         return self.store.request("POST", "/_bulk", body=body, params=params)
 
     def _write(self, batch: Batch, budget: float, replay: bool = False,
-               sent: Future | None = None) -> None:
+               first: Future | None = None) -> None:
         """Write every item of a batch or raise EngineUnavailable (nothing counted twice).
 
-        ``sent`` is the batch's first `_bulk` request, already on its way. On
+        ``first`` is the batch's first `_bulk` request, already on its way. On
         EngineUnavailable, ``batch.items`` holds exactly the items still unwritten.
         """
         pending = list(batch.items)
@@ -695,8 +695,8 @@ class Shipper:
         mapped: dict[str, bool] = {}
         while pending:
             try:
-                if sent is not None:
-                    resp, sent = sent.result(), None
+                if first is not None:
+                    resp, first = first.result(), None
                 else:
                     body = b"".join(a + b"\n" + s + b"\n" for a, s in pending)
                     resp = self._bulk(body, batch.pipeline)
