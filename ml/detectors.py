@@ -133,7 +133,7 @@ class EntityProfiles:
 
     Examples
     --------
-    >>> p = EntityProfiles("rule", ["hits", "denied_share"], min_population=1)
+    >>> p = EntityProfiles("rule", ["hits", "denied_share"])
     >>> for n in (100, 110, 95, 105, 100, 98):
     ...     p.learn("r1", "rule", {"hits": n, "denied_share": 0.01})
     >>> z, known = p.deviations("r1", "rule", {"hits": 50_000, "denied_share": 0.01})
@@ -146,8 +146,8 @@ class EntityProfiles:
                  min_history: int = 5, min_std: float = 1.0, population_min_std: float = 0.5,
                  share_std: float = 0.1, share_evidence: float = 4.0,
                  peak_margin: float = 0.69, prior_windows: float = 50.0,
-                 rate_windows: int = 1440, min_population: int = 50, min_rate: float = 1e-6,
-                 variance_prior: float = 20.0):
+                 rate_windows: int = 1440, prior_rows: float = 20.0, min_rate: float = 1e-6,
+                 variance_prior: float = 20.0, novelty_windows: int = 60):
         self.features = list(features)
         kinds = [F.feature_kind(entity_type, f) for f in self.features]
         self._vol = np.array([k == "volume" for k in kinds])
@@ -168,7 +168,15 @@ class EntityProfiles:
         self.peak_margin = peak_margin
         self.prior_windows = prior_windows
         self.rate_windows = rate_windows
-        self.min_population = min_population
+        self.prior_rows = prior_rows
+        self.novelty_windows = novelty_windows
+        prior = [F.population_prior(entity_type, f) for f in self.features]
+        self._prior_mean = self.vector({f: m for f, (m, _) in zip(self.features, prior,
+                                                                  strict=True)})
+        self._prior_mean = np.where(self._rare, 0.0, self._prior_mean)
+        self._prior_var = np.array([sd * sd for _, sd in prior])
+        self._prior_rate = np.array([m if r else 0.0 for (m, _), r in zip(prior, self._rare,
+                                                                           strict=True)])
         self.min_rate = min_rate
         self.variance_prior = variance_prior
         k = len(self.features)
@@ -181,6 +189,7 @@ class EntityProfiles:
         self._population: dict[str, list] = {}    # class -> [mean, var, rows]
         self._rates: dict[str, list] = {}         # class -> [sum, rows, deque of windows]
         self._window: dict[str, list] = {}        # class -> [sum, rows] of this window
+        self._current: dict[str, list] = {}       # class -> [sum, sum of squares, rows]
 
     # -- vectors ----------------------------------------------------------------------------
     def vector(self, x: Mapping) -> np.ndarray:
@@ -204,16 +213,66 @@ class EntityProfiles:
         """Whether ``entity`` was ever observed (its ``first_seen`` is 0)."""
         return entity in self._index
 
-    def class_rate(self, cls: str) -> np.ndarray:
-        """Rate per row of each rare feature in ``cls`` over the last ``rate_windows``."""
+    def class_rate(self, cls: str, exclude: np.ndarray | None = None) -> np.ndarray:
+        """Rate per row of each rare feature in ``cls`` over the last ``rate_windows`` and
+        the current window (without the row ``exclude``, the one being judged), starting from
+        the prior's rate (``prior_rows`` rows' worth)."""
+        total = self._prior_rate * self.prior_rows
+        rows = self.prior_rows
         r = self._rates.get(cls)
-        if r is None or r[1] <= 0:
-            return np.zeros(len(self.features))
-        return r[0] / r[1]
+        if r is not None:
+            total, rows = total + r[0], rows + r[1]
+        cur = self._current.get(cls)
+        if cur is not None:
+            total, rows = total + np.where(self._rare, cur[0], 0.0), rows + cur[2]
+            if exclude is not None and cur[2]:
+                total, rows = total - np.where(self._rare, exclude, 0.0), rows - 1
+        return np.maximum(total, 0.0) / rows if rows > 0 else np.zeros(len(self.features))
 
-    def _reference(self, entity: str, cls: str):
-        """(mean, var, peak or None, rate, floor) to compare ``entity`` with, or ``None``."""
-        rate = self.class_rate(cls)
+    def watched(self, cls: str) -> int:
+        """Windows of ``cls`` behind its rates: novelty means something only after a while."""
+        r = self._rates.get(cls)
+        return 0 if r is None else len(r[2])
+
+    def begin_window(self, rows: Iterable[tuple[str, Mapping]]) -> None:
+        """The window's own population, ``(class, features)`` of every row, before any row
+        is judged: a new entity is compared with the others of its class in this window too,
+        so the first window of a deployment already has a population."""
+        cur: dict[str, list] = {}
+        for cls, x in rows:
+            v = self.vector(x)
+            c = cur.setdefault(cls, [np.zeros_like(v), np.zeros_like(v), 0])
+            c[0] += v
+            c[1] += v * v
+            c[2] += 1
+        self._current = cur
+
+    def population(self, cls: str, exclude: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance a new entity of ``cls`` is compared with: the class's long-run
+        population, this window's other rows of the class (without ``exclude``, the row
+        being judged) and the built-in prior, pooled by rows."""
+        parts = [(self.prior_rows, self._prior_mean, self._prior_var)]
+        pop = self._population.get(cls)
+        if pop is not None:
+            parts.append((float(pop[2]), pop[0], pop[1]))
+        cur = self._current.get(cls)
+        if cur is not None:
+            total, squares, rows = cur
+            if exclude is not None and rows:
+                total, squares, rows = total - exclude, squares - exclude * exclude, rows - 1
+            if rows > 0:
+                m = total / rows
+                parts.append((float(rows), m, np.maximum(squares / rows - m * m, 0.0)))
+        n = sum(p[0] for p in parts)
+        mean = sum(p[0] * p[1] for p in parts) / n
+        var = sum(p[0] * (p[2] + (p[1] - mean) ** 2) for p in parts) / n
+        return mean, var
+
+    def _reference(self, entity: str, cls: str, v: np.ndarray | None = None):
+        """(mean, var, peak or None, rate, floor) to compare ``entity`` (its vector ``v``)
+        with."""
+        rate = self.class_rate(cls, v)
         i = self._index.get(entity)
         if i is not None and self._n[i] >= self.min_history:
             # the entity's own rate, shrunk towards its class's (a Gamma prior)
@@ -227,20 +286,15 @@ class EntityProfiles:
                 n = float(self._n[i])
                 var = (n * var + self.variance_prior * pop[1]) / (n + self.variance_prior)
             return self._mean[i], var, self._peak[i], rate, self._floor
-        pop = self._population.get(cls)
-        if pop is None or pop[2] < self.min_population:
-            return None
-        return pop[0], pop[1], None, rate, self._pop_floor
+        mean, var = self.population(cls, v)
+        return mean, var, None, rate, self._pop_floor
 
     # -- scoring ----------------------------------------------------------------------------
     def deviations(self, entity: str, cls: str, x: Mapping) -> tuple[np.ndarray, bool]:
         """Upward deviation of every feature, and whether the entity's own history was used."""
-        ref = self._reference(entity, cls)
-        z = np.zeros(len(self.features))
-        if ref is None:
-            return z, False
-        mean, var, peak, rate, floor = ref
         v = self.vector(x)
+        mean, var, peak, rate, floor = self._reference(entity, cls, v)
+        z = np.zeros(len(self.features))
         gauss = ~self._rare
         z[gauss] = ((v - mean) / np.maximum(np.sqrt(var), floor))[gauss]
         raw = np.expm1(v)
@@ -255,28 +309,32 @@ class EntityProfiles:
         count = np.where(self._rare, v, 0.0)
         tail = gammainc(np.maximum(count, 1e-12), lam)      # P(X >= count), X ~ Poisson(lam)
         z = np.where(self._rare & (count > 0), -ndtri(np.clip(tail, 1e-300, 1.0)), z)
+        if self.watched(cls) < self.novelty_windows:
+            # before the estate has been watched a while, everything is a first
+            z = np.where(self._novel, 0.0, z)
         return z, peak is not None
 
     def expected(self, entity: str, cls: str) -> dict[str, float]:
         """The reference value of each feature on its own scale (a rate for rare features)."""
-        ref = self._reference(entity, cls)
-        if ref is None:
-            return dict.fromkeys(self.features, 0.0)
-        mean, _, _, rate, _ = ref
+        mean, _, _, rate, _ = self._reference(entity, cls)
         vals = np.where(self._vol, np.expm1(mean), np.where(self._rare, rate, mean))
         return dict(zip(self.features, vals.tolist(), strict=True))
 
     # -- learning ---------------------------------------------------------------------------
     def learn(self, entity: str, cls: str, x: Mapping, alerted: bool = False) -> None:
-        """Learn one observation; an alerted one only marks the entity seen and counts for
-        its class, so an ongoing attack does not become the entity's normal."""
+        """Learn one observation; an alerted one of an entity with ``min_history`` windows only
+        marks it seen and counts for its class, so an ongoing attack does not become its
+        normal."""
         v = self.vector(x)
         new = entity not in self._index
         i = self._row(entity)
         if new:
             self._mean[i], self._var[i], self._peak[i] = v, 0.0, v
         self._peak[i] = np.maximum(self._peak[i], v)
-        if not alerted:
+        # an ongoing attack does not become the normal of an entity with a history; a new
+        # entity learns what it does even when flagged, so that a busy server that stands out
+        # of its population in its first windows becomes its own reference
+        if not alerted or self._n[i] < self.min_history:
             if not new:
                 d = v - self._mean[i]
                 self._mean[i] = self._mean[i] + self._alpha * d
@@ -310,6 +368,7 @@ class EntityProfiles:
                 r[0] = r[0] - old_total
                 r[1] -= old_rows
         self._window = {}
+        self._current = {}
 
     def __len__(self) -> int:
         return len(self._index)
@@ -380,7 +439,7 @@ class ProfileDetector(AnomalyDetector):
 
     Examples
     --------
-    >>> det = ProfileDetector("rule", ["hits", "denied_share"], min_population=1)
+    >>> det = ProfileDetector("rule", ["hits", "denied_share"])
     >>> for n in (100, 110, 95, 105, 100, 98):
     ...     det.learn_one({"_entity": "r1", "_class": "rule", "hits": n, "denied_share": 0.0})
     >>> det.score_one({"_entity": "r1", "_class": "rule", "hits": 50_000,
@@ -388,11 +447,11 @@ class ProfileDetector(AnomalyDetector):
     True
     """
 
-    def __init__(self, entity_type: str, features: Sequence[str], min_population: int = 50):
+    def __init__(self, entity_type: str, features: Sequence[str], prior_rows: float = 20.0):
         self.entity_type = entity_type
         self.features = list(features)
-        self.min_population = min_population
-        self.profiles = EntityProfiles(entity_type, self.features, min_population=min_population)
+        self.prior_rows = prior_rows
+        self.profiles = EntityProfiles(entity_type, self.features, prior_rows=prior_rows)
         self.last_deviations = np.zeros(len(self.features))
 
     def score_one(self, x: dict) -> float:
@@ -448,9 +507,9 @@ class WindowDetector:
     """
 
     def __init__(self, entity_type: str, features: Sequence[str], kind: str = "profile",
-                 q: float = 0.99, warmup_windows: int = 60,
+                 q: float = 0.99, warmup_windows: int = 0,
                  levels: Sequence[float] = (3.0, 3.7, 6.0, 10.0), top_k: int = 3,
-                 seed: int = 42, min_population: int = 50):
+                 seed: int = 42, prior_rows: float = 20.0):
         self.entity_type = entity_type
         self.features = list(features)
         self.kind = kind
@@ -459,12 +518,11 @@ class WindowDetector:
         self.levels = tuple(levels)
         self.top_k = top_k
         if kind == "profile":
-            self.model = ProfileDetector(entity_type, self.features, min_population)
+            self.model = ProfileDetector(entity_type, self.features, prior_rows)
             self.profiles = self.model.profiles
         else:
             self.model = make_pipeline(kind, seed)
-            self.profiles = EntityProfiles(entity_type, self.features,
-                                           min_population=min_population)
+            self.profiles = EntityProfiles(entity_type, self.features, prior_rows=prior_rows)
         self.quantile = stats.Quantile(q)
         self.windows_seen = 0
 
@@ -490,12 +548,15 @@ class WindowDetector:
             threshold = math.inf if threshold is None else threshold
         findings: list[Finding] = []
         profiles = self.profiles
+        prepared = []
         for entity, row in rows:
             cls = str(row.get("_class", self.entity_type))
             x = {f: float(row.get(f, 0.0)) for f in self.features}
             if "first_seen" in x:
                 x["first_seen"] = 0.0 if profiles.seen(entity) else 1.0
-            full = row | x | {"_entity": entity, "_class": cls}
+            prepared.append((entity, cls, x, row | x | {"_entity": entity, "_class": cls}))
+        profiles.begin_window((cls, x) for _, cls, x, _ in prepared)
+        for entity, cls, x, full in prepared:
             if own:
                 score = deviation = self.model.score_one(full)
                 z = self.model.last_deviations

@@ -62,6 +62,34 @@ VOLUME_EVIDENCE: dict[str, float] = {
     "bytes": 5000, "bytes_out": 5000, "packets": 50, "packets_out": 50,
 }
 
+#: The built-in population a new entity is compared with before its class has one of its own
+#: (``ml.detectors.EntityProfiles.population``, ``prior_rows`` rows' worth): a small volume
+#: (the ``VOLUME_EVIDENCE`` scale) with a spread of one e-fold per standard deviation, a
+#: share of 0.2 give or take 0.3, and rare events at 0.1 per window.
+PRIOR_VOLUME_STD = 1.0
+PRIOR_SHARE = (0.2, 0.3)
+PRIOR_RATE = 0.1
+
+
+def population_prior(entity_type: str, feature: str) -> tuple[float, float]:
+    """``(mean, standard deviation)`` of the built-in prior for one feature.
+
+    The mean is on the feature's own scale (a rate for rare features); the deviation is on
+    the scale the feature is judged on (log for volumes).
+
+    >>> population_prior("source", "events"), population_prior("source", "denied")
+    ((3, 1.0), (0.1, 0.0))
+    """
+    kind = feature_kind(entity_type, feature)
+    if kind == "share":
+        return PRIOR_SHARE
+    if kind == "count":
+        return PRIOR_RATE, 0.0
+    if kind == "novelty":       # judged only once the estate has been watched a while
+        return 0.0, 0.0
+    return VOLUME_EVIDENCE.get(feature, 1.0), PRIOR_VOLUME_STD
+
+
 #: Features that are shares in [0, 1]; all others are counts or volumes.
 SHARE_FEATURES = frozenset(f for kinds in FEATURE_KINDS.values()
                            for f, k in kinds.items() if k == "share")
@@ -236,6 +264,8 @@ def entity_aggs(entity_type: str, *, size: int, include: dict | None = None,
                              "bytes": {"sum": {"field": "network.bytes"}},
                              "failed": {"filter": FAILED},
                              "from_inside": {"filter": _ip_terms("source.ip", internal)},
+                             # who is behind it, to tie the service to its sources' findings
+                             "sources": {"terms": {"field": "source.ip", "size": 3}},
                          }}}
     elif entity_type in ("rule", "host"):
         sub = {"denied": {"filter": DENIED}}
@@ -265,7 +295,7 @@ def entity_rows(entity_type: str, aggregations: Mapping) -> list[tuple[str, dict
     The features that need memory across windows (``new_peer_share``, ``new_peers``,
     ``new_external_peers``, ``first_seen``) are left at 0 here; :class:`NoveltyMemory` and
     the detector fill them. The sampled peers are returned under ``"_peers"`` (internal)
-    and ``"_external_peers"``.
+    and ``"_external_peers"``, a service's top sources under ``"_sources"``.
 
     Examples
     --------
@@ -305,6 +335,7 @@ def entity_rows(entity_type: str, aggregations: Mapping) -> list[tuple[str, dict
                     "failed_share": port.get("failed", {}).get("doc_count", 0) / m if m else 0.0,
                     "first_seen": 0.0,
                     "from_inside": float(port.get("from_inside", {}).get("doc_count", 0)),
+                    "_sources": [_key(b) for b in port.get("sources", {}).get("buckets", [])],
                 }))
         elif entity_type == "rule":
             rows.append((entity, {"hits": n, "denied_share": denied / n if n else 0.0}))
@@ -400,12 +431,13 @@ class NoveltyMemory:
         return new
 
     def apply(self, entity_type: str, rows: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
-        """Fill the novelty features of source rows, drop the peer samples; add ``_class``."""
+        """Fill the novelty features of source rows and add ``_class``; the peer samples stay
+        (they tie findings of one attack together)."""
         out = []
         for entity, feats in rows:
             feats = dict(feats)
-            peers = feats.pop("_peers", None)
-            external = feats.pop("_external_peers", None) or []
+            peers = feats.get("_peers")
+            external = feats.get("_external_peers") or []
             feats["_class"] = entity_class(entity_type, entity, feats, self.internal)
             if peers is not None:
                 before = len(peers)

@@ -125,3 +125,81 @@ def _count(items) -> dict:
 
 
 # -- runs ---------------------------------------------------------------------------------------
+
+
+# -- real captures: attacks named by incidents ---------------------------------------------------
+
+def incident_names(inc: dict, ips: set) -> bool:
+    """Whether an incident document names one of ``ips`` (its lead, a target or a source)."""
+    named = {str(inc["incident"]["lead"]["value"])}
+    ents = inc.get("entities", {})
+    named |= {str(t["value"]).rsplit(":", 1)[0] for t in ents.get("targets", [])}
+    named |= {str(s["value"]) for s in ents.get("sources", [])}
+    return bool(named & ips)
+
+
+def _span(inc: dict, window_ms: int) -> tuple[int, int]:
+    return (epoch_ms(inc["incident"]["first_window"]),
+            epoch_ms(inc["incident"]["last_window"]) + window_ms)
+
+
+def score_attacks(anomalies: list[dict], incs: list[dict], attacks: list[dict],
+                  window_ms: int) -> dict:
+    """Per attack: named within 2 windows of its start, and the documents it caused.
+
+    An attack (``start``, ``end`` in ms, ``ips``: its attackers and targets) is *named* when a
+    medium-or-higher incident names one of its addresses and one of that incident's anomaly
+    documents (any severity: members are reported low) points at one of them in a window
+    starting at most 2 windows after the attack's start. Its documents are the medium+
+    incidents and anomalies that name its addresses while it lasts. Every other medium+
+    incident is a false one.
+
+    >>> inc = {"severity": "high", "incident": {"id": "i1", "lead": {"value": "10.0.0.5"},
+    ...        "first_window": "2024-01-01T00:01:00Z", "last_window": "2024-01-01T00:02:00Z"}}
+    >>> ano = {"severity": "high", "incident": {"id": "i1"}, "window": {"start":
+    ...        "2024-01-01T00:01:00Z"}, "entity": {"type": "service", "value": "10.0.0.5:80"}}
+    >>> att = {"name": "flood", "start": epoch_ms("2024-01-01T00:00:30Z"),
+    ...        "end": epoch_ms("2024-01-01T00:02:30Z"), "ips": {"10.0.0.5"}}
+    >>> r = score_attacks([ano], [inc], [att], 60_000)
+    >>> r["attacks"][0]["named_2w"], r["attacks"][0]["incidents"], r["false_incidents"]
+    (True, 1, 0)
+    """
+    serious = [i for i in incs if i.get("severity") in MEDIUM_UP]
+    by_incident: dict = defaultdict(list)
+    for a in anomalies:
+        if a.get("incident"):
+            by_incident[a["incident"]["id"]].append(a)
+    rows, true_ids = [], set()
+    for att in attacks:
+        lo, hi = att["start"], att["end"]
+        mine = [i for i in serious if incident_names(i, att["ips"])
+                and _span(i, window_ms)[0] <= hi and _span(i, window_ms)[1] > lo]
+        true_ids |= {i["incident"]["id"] for i in mine}
+        first = None
+        for i in mine:
+            for a in by_incident.get(i["incident"]["id"], []):
+                ws = epoch_ms(a["window"]["start"])
+                if overlaps_ips(a, att["ips"]) and ws + window_ms > lo and ws <= hi:
+                    first = ws if first is None else min(first, ws)
+        docs = [a for a in anomalies if a.get("severity") in MEDIUM_UP
+                and overlaps_ips(a, att["ips"])
+                and epoch_ms(a["window"]["start"]) + window_ms > lo
+                and epoch_ms(a["window"]["start"]) <= hi]
+        rows.append({"name": att["name"], "named": first is not None,
+                     "named_2w": first is not None and first <= lo + 2 * window_ms,
+                     "delay": None if first is None else max(0, (first - lo) // window_ms),
+                     "incidents": len(mine), "anomalies": len(docs)})
+    false = [i for i in serious if i["incident"]["id"] not in true_ids]
+    return {"attacks": rows, "false_incidents": len(false), "incidents": len(serious),
+            "anomalies": sum(a.get("severity") in MEDIUM_UP for a in anomalies),
+            "false_kinds": _count(i["incident"]["kind"] for i in false)}
+
+
+def overlaps_ips(doc: dict, ips: set) -> bool:
+    """Whether an anomaly document's entity (a source, or a service's address) is in ``ips``."""
+    etype, value = doc["entity"]["type"], str(doc["entity"]["value"])
+    if etype == "source":
+        return value in ips
+    if etype == "service":
+        return value.rsplit(":", 1)[0] in ips
+    return False

@@ -101,9 +101,12 @@ def reachable_store(config: Config) -> Store | None:
 
 def summarize(store: Store, config: Config, truth: dict, window_s: float) -> dict:
     """Incidents detected (the evaluation's own criteria, ml.scoring) and the top recommendations."""
-    from ml.scoring import MEDIUM_UP, epoch_ms, hit_windows, incidents, score
+    from ml.scoring import MEDIUM_UP, epoch_ms, hit_windows, incident_names, incidents, score
 
     window_ms = int(window_s * 1000)
+    found = ([h["_source"] for h in store.scan(config.index("incidents"), size=1000)]
+             if store.exists(config.index("incidents")) else [])
+    found = [i for i in found if i.get("severity") in MEDIUM_UP]
     anomalies = [h["_source"] for h in store.scan(config.index("anomalies"), size=1000)]
     serious = [dict(a) for a in anomalies if a.get("severity") in MEDIUM_UP]
     for a in serious:
@@ -116,7 +119,11 @@ def summarize(store: Store, config: Config, truth: dict, window_s: float) -> dic
         hits = hit_windows(serious, inc, window_ms)
         first = min(hits, default=None)
         top = max((a for a in serious if a["_ws"] in hits), key=lambda a: a.get("score", 0), default=None)
+        named = [i for i in found if incident_names(i, inc["ips"])
+                 and epoch_ms(i["incident"]["first_window"]) <= inc["end"]
+                 and epoch_ms(i["incident"]["last_window"]) + window_ms > inc["start"]]
         rows.append({
+            "incident": named[0]["message"] if named else None,
             "id": inc["id"], "kind": inc["kind"], "start": raw["start"], "detected": bool(hits),
             "delay_windows": None if first is None else max(0, (first - inc["start"]) // window_ms),
             "anomalies": len(hits), "top": top["entity"]["value"] if top else None,
@@ -124,8 +131,12 @@ def summarize(store: Store, config: Config, truth: dict, window_s: float) -> dic
     recs = store.search(config.index("recommendations"), {
         "size": 8, "sort": [{"severity_score": {"order": "desc", "unmapped_type": "long"}},
                             {"confidence": {"order": "desc", "unmapped_type": "double"}}]})
+    named = {i["incident"]["id"] for i in found for r in rows
+             if r["incident"] == i["message"]}
     return {
         "incidents": rows,
+        "fwsiem_incidents": len(found),
+        "false_incidents": len([i for i in found if i["incident"]["id"] not in named]),
         "recall_2w": result["recall_2w"], "recall_any": result["recall_any"],
         "precision": result["precision"],
         "anomalies": len(anomalies),
@@ -138,13 +149,15 @@ def summarize(store: Store, config: Config, truth: dict, window_s: float) -> dic
 
 def print_summary(summary: dict, plan: DemoPlan, url: str, timings: list[tuple[str, float]]) -> None:
     rows = summary["incidents"]
-    found = sum(r["detected"] for r in rows)
-    click.secho(f"\nIncidents in the simulated day: {len(rows)}, detected: {found}", bold=True)
+    named = sum(r["incident"] is not None for r in rows)
+    click.secho(f"\nIncidents in the simulated day: {len(rows)}, named by an fwsiem incident: "
+                f"{named} (fwsiem wrote {summary['fwsiem_incidents']} medium+ incidents, "
+                f"{summary['false_incidents']} of them about no simulated incident)", bold=True)
     for r in rows:
-        mark = "detected" if r["detected"] else "missed"
-        delay = f"after {r['delay_windows']:.0f} window(s), {r['anomalies']} anomalies, top {r['top']}" \
-            if r["detected"] else ""
-        click.echo(f"  {r['kind']:<22} {r['start'][:19]}  {mark:<9} {delay}")
+        mark = "named" if r["incident"] else "detected" if r["detected"] else "missed"
+        what = r["incident"] or ""
+        delay = f"after {r['delay_windows']:.0f} window(s): " if r["detected"] else ""
+        click.echo(f"  {r['kind']:<22} {r['start'][:19]}  {mark:<9} {delay}{what}")
     click.echo(f"Anomaly documents: {summary['anomalies']} "
                f"({summary['serious_anomalies']} medium or higher, {summary['false_serious']} of them "
                "outside any incident)")
@@ -157,7 +170,7 @@ def print_summary(summary: dict, plan: DemoPlan, url: str, timings: list[tuple[s
                    f"{target.get('value', target.get('rule_id', ''))!s:<24} {r.get('title', '')[:70]}")
     click.secho("\nWhere to look:", bold=True)
     click.echo(f"  report      {plan.report_dir / 'index.html'}")
-    click.echo(f"  cluster     {url}  (indices logs-fwsiem.*, fwsiem-anomalies, fwsiem-recommendations)")
+    click.echo(f"  cluster     {url}  (indices logs-fwsiem.*, fwsiem-incidents, fwsiem-anomalies, fwsiem-recommendations)")
     click.echo(f"  simulation  {plan.sim_dir} (truth.json has the ground truth)")
     click.echo("  dashboards  fwsiem setup --kibana http://KIBANA:5601 imports them into Kibana")
     click.echo(f"  total time  {sum(t for _, t in timings):.0f} s")

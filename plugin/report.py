@@ -1,4 +1,4 @@
-"""The static HTML report: overview panels, anomalies, recommendations and model metrics in one file."""
+"""The static HTML report: incidents, overview panels, anomalies, recommendations and model metrics in one file."""
 
 from __future__ import annotations
 
@@ -289,13 +289,53 @@ def _explanation(src: dict) -> str:
     return str(src.get("message") or src.get("top_feature") or "")
 
 
-def anomalies_section(store: Store, index: str, since, until, newest: int = 15) -> Section:
-    sec = Section("Anomalies")
+def _documents_section(store: Store, title: str, index: str, since, until
+                       ) -> tuple[Section, dict, int]:
+    """A section over ``index`` for the period: its query and document count (0: a note)."""
+    sec = Section(title)
     q = _query(since, until)
-    if not store.exists(index) or not store.count(index, q):
-        sec.panels.append(Panel("Anomalies", note=f"No anomalies in {index} for this period."))
+    n = store.count(index, q) if store.exists(index) else 0
+    if not n:
+        sec.panels.append(Panel(title, note=f"No {title.lower()} in {index} for this period."))
+    return sec, q, n
+
+
+def incidents_section(store: Store, index: str, since, until, top: int = 15) -> Section:
+    """Incidents first: one row per attack, most severe and latest first."""
+    sec, q, n = _documents_section(store, "Incidents", index, since, until)
+    if not n:
         return sec
-    sec.intro = f"{store.count(index, q):,} anomalies in {index}."
+    sec.intro = (f"{n:,} incidents in {index}: each groups the anomalies of "
+                 "one attack (its target or source, across windows).")
+    hits = store.search(index, {"size": top, "query": q, "sort": [
+        {"event.severity": {"order": "desc", "unmapped_type": "long"}},
+        {"@timestamp": {"order": "desc"}}]})["hits"]["hits"]
+    rows = []
+    for h in hits:
+        s = h["_source"]
+        ents = s.get("entities", {})
+        ev = (s.get("evidence") or [{}])[0]
+        rows.append({
+            "first window": _first(s, "incident.first_window") or "",
+            "last window": _first(s, "incident.last_window") or "",
+            "severity": s.get("severity", ""),
+            "kind": _first(s, "incident.kind") or "",
+            "on": _first(s, "incident.lead.value") or "",
+            "targets": ", ".join(t["value"] for t in ents.get("targets", [])[:3]),
+            "sources": f"{ents.get('source_count', 0):,}",
+            "evidence": (f"{ev.get('feature')} = {_human(ev.get('observed'))} (expected "
+                         f"{_human(ev.get('expected'))})") if ev else "",
+            "drill-down": _first(s, "drilldown.kql") or "",
+        })
+    sec.panels.append(Panel(f"Top {len(rows)} incidents", table=rows, wide=True))
+    return sec
+
+
+def anomalies_section(store: Store, index: str, since, until, newest: int = 15) -> Section:
+    sec, q, n = _documents_section(store, "Anomalies", index, since, until)
+    if not n:
+        return sec
+    sec.intro = f"{n:,} anomalies in {index}."
     times, series = _histogram(store, index, "severity", q, since, until)
     sec.panels.append(Panel("Anomalies over time by severity",
                             stacked_png(times, series, SEVERITY_COLORS, "anomalies", bars=True),
@@ -456,6 +496,7 @@ def render_html(sections: list[Section], title: str, subtitle: str) -> str:
 
 def build_sections(store: Store, config: Config, since: dt.datetime, until: dt.datetime) -> list[Section]:
     sections = [
+        incidents_section(store, config.index("incidents"), since, until),
         overview_section(store, config.index("events_pattern"), since, until),
         anomalies_section(store, config.index("anomalies"), since, until),
         recommendations_section(store, config.index("recommendations"), since, until),

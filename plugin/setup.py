@@ -19,12 +19,13 @@ TEMPLATE_TARGETS = {
     "fwsiem-events": ("events_pattern", True),
     "fwsiem-deadletter": ("deadletter", False),
     "fwsiem-anomalies": ("anomalies", False),
+    "fwsiem-incidents": ("incidents", False),
     "fwsiem-recommendations": ("recommendations", False),
     "fwsiem-models": ("models", False),
     "fwsiem-state": ("state", False),
     "fwsiem-rules": ("rules", False),
 }
-PLAIN_INDICES = ("deadletter", "anomalies", "recommendations", "models", "state", "rules")
+PLAIN_INDICES = ("deadletter", "anomalies", "incidents", "recommendations", "models", "state", "rules")
 
 
 @dataclass

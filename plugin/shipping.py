@@ -31,7 +31,7 @@ from plugin.errors import (
     FwsiemError,
     InputError,
 )
-from plugin.lines import line_document
+from plugin.lines import DeclaredHeader, line_document
 from plugin.store import CLUSTER_STATUSES, bulk_item_fault, redact_url
 
 log = logging.getLogger(__name__)
@@ -301,6 +301,7 @@ class IngestStats:
     spooled: int = 0
     replayed: int = 0  # documents taken from the spool this run (their outcomes are counted too)
     retried: int = 0
+    headers: int = 0  # header lines of files that declare their fields (W3C, Zeek): not events
     by_format: dict[str, int] = field(default_factory=dict)
     unmapped: dict[str, int] = field(default_factory=dict)  # "dataset code" -> events
     not_spooled: int = 0  # neither written nor spooled (the spool could not be written)
@@ -321,9 +322,9 @@ class IngestStats:
         return not self.spooled and not self.not_read and not self.not_spooled and not self.damaged
 
     def as_dict(self) -> dict:
-        keys = ("read", "bytes_read", "indexed", "already_present", "dead_lettered", "spooled",
-                "not_spooled", "replayed", "retried", "by_format", "unmapped", "spool_files",
-                "not_written", "not_read", "damaged", "quarantined")
+        keys = ("read", "bytes_read", "indexed", "already_present", "dead_lettered", "headers",
+                "spooled", "not_spooled", "replayed", "retried", "by_format", "unmapped",
+                "spool_files", "not_written", "not_read", "damaged", "quarantined")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -933,14 +934,21 @@ class LineBatcher:
         self.batch = Batch(settings.pipeline)
         self.direct = Batch(None)  # shipper-made dead letters (overlong lines)
 
-    def add_line(self, line: Line, path: str, identity: str) -> None:
+    def add_line(self, line: Line, path: str, identity: str,
+                 header: DeclaredHeader | None = None) -> None:
+        """One line of a source; ``header`` reads the source's declared fields (W3C, Zeek)."""
         stats = self.shipper.stats
         stats.read += 1
         stats.bytes_read += line.length
+        if header is not None and not line.overlong and header.consume(line.raw):
+            stats.headers += 1
+            return
         if line.overlong:
             self._add_overlong(line, path, identity)
         else:
             doc = line_document(line.raw, path=path, offset=line.offset, module=self.module)
+            if header is not None:
+                header.annotate(doc)
             self.batch.add({"create": {"_index": self.settings.events_index,
                                        "_id": line_id(identity, line.offset, line.raw)}},
                            doc, path, line.offset, line.offset + line.length)
@@ -1008,9 +1016,10 @@ def ingest_paths(paths: list[str], batcher: LineBatcher, *, stop_when_down: bool
             stats.damaged.append(str(exc))
             continue
         end = 0
+        header = DeclaredHeader()
         try:
             for line in read_lines(stream, max_bytes=batcher.settings.max_read_line_bytes):
-                batcher.add_line(line, shown, shown)
+                batcher.add_line(line, shown, shown, header)
                 end = line.offset + line.length
                 if (stop_when_down and shipper.down and path != STDIN) or should_stop():
                     batcher.flush()
@@ -1042,6 +1051,7 @@ class _Tail:
     stream: BinaryIO | None = None
     inode: tuple[int, int] | None = None
     offset: int = 0
+    header: DeclaredHeader = field(default_factory=DeclaredHeader)
 
 
 def follow_paths(paths: list[str], batcher: LineBatcher, *, from_start: bool = True,
@@ -1096,6 +1106,7 @@ def _reopen(t: _Tail, at_end: bool) -> None:
     st = os.fstat(fh.fileno())
     t.inode = (st.st_dev, st.st_ino)
     t.offset = st.st_size if at_end else 0
+    t.header = DeclaredHeader()  # a rotated or truncated file writes its header again
     fh.seek(t.offset)
     t.stream = fh
 
@@ -1107,7 +1118,7 @@ def _drain(t: _Tail, batcher: LineBatcher, final: bool = False) -> bool:
     t.stream.seek(t.offset)
     for line in read_lines(t.stream, t.offset, max_bytes=batcher.settings.max_read_line_bytes,
                            keep_partial=final):
-        batcher.add_line(line, t.path, t.path)
+        batcher.add_line(line, t.path, t.path, t.header)
         t.offset = line.offset + line.length
         got = True
     return got
@@ -1146,6 +1157,8 @@ def summary_lines(stats: IngestStats) -> list[str]:
         f"already present:  {stats.already_present:,}",
         f"dead-lettered:    {stats.dead_lettered:,}",
     ]
+    if stats.headers:
+        out.append(f"header lines:     {stats.headers:,} (field declarations, not events)")
     if stats.replayed:
         out.append(f"replayed from spool: {stats.replayed:,} (included above)")
     if stats.by_format:

@@ -15,7 +15,8 @@ import numpy as np
 from ml import features as F
 from ml.autoencoder import PortVectorAutoencoder
 from ml.detectors import Finding, WindowDetector, severity_of
-from plugin.anomalies import active_suppressions, anomaly_actions, anomaly_document
+from ml.incidents import IncidentTracker
+from plugin.anomalies import active_suppressions, anomaly_actions, anomaly_document, anomaly_id
 from plugin.checkpoint import (
     Checkpoint,
     OutageRetry,
@@ -26,6 +27,9 @@ from plugin.checkpoint import (
 )
 from plugin.config import parse_duration
 from plugin.errors import ConfigError, EngineRequestError
+from plugin.incidents import DATASET as INCIDENTS
+from plugin.incidents import incident_actions, incident_document
+from plugin.incidents import incident_id as incident_docid
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ class RunSettings:
     window_ms: int = 60_000
     lag_ms: int = 30_000
     poll_s: float = 10.0
-    warmup_windows: int = 60
+    warmup_windows: int = 0
     detector: str = "profile"
     #: per entity type detector, overriding ``detector`` (``[run.detectors]``)
     detectors: tuple = ()
@@ -53,8 +57,11 @@ class RunSettings:
     top_ports: int = 15
     autoencoder: bool = True
     ae_levels: tuple = (1.0, 2.0, 4.0, 8.0)
+    ae_warmup_windows: int = 60
     ae_retrain_windows: int = 360
     ae_history_windows: int = 1440
+    incident_gap_windows: int = 120
+    incident_members: int = 20
     feedback_ttl_s: float = 7 * 86400
     retry_max_s: float = 30.0
     seed: int = 42
@@ -86,8 +93,11 @@ class RunSettings:
             top_ports=int(run.get("top_ports", d.top_ports)),
             autoencoder=bool(run.get("autoencoder", d.autoencoder)),
             ae_levels=tuple(float(v) for v in run.get("autoencoder_levels", d.ae_levels)),
+            ae_warmup_windows=int(run.get("autoencoder_warmup_windows", d.ae_warmup_windows)),
             ae_retrain_windows=int(run.get("autoencoder_retrain_windows", d.ae_retrain_windows)),
             ae_history_windows=int(run.get("autoencoder_history_windows", d.ae_history_windows)),
+            incident_gap_windows=int(run.get("incident_gap_windows", d.incident_gap_windows)),
+            incident_members=int(run.get("incident_members", d.incident_members)),
             feedback_ttl_s=parse_duration(run.get("feedback_ttl", "7d")),
             retry_max_s=parse_duration(run.get("retry_max", "30s")),
             seed=int(run.get("seed", d.seed)),
@@ -130,6 +140,7 @@ class RunState:
     vectors: deque = field(default_factory=deque)
     autoencoder: PortVectorAutoencoder | None = None
     ae_windows: int = 0
+    incidents: IncidentTracker | None = None
 
 
 def parse_partition(text: str) -> tuple[int, int]:
@@ -155,6 +166,49 @@ def window_bounds(from_ms: int, to_ms: int, window_ms: int) -> Iterator[tuple[in
         start += window_ms
 
 
+def row_links(etype: str, rows: list[tuple[str, dict]], focus: int = 3) -> dict:
+    """``(entity type, entity) -> addresses`` that tie it to one attack: a service's top
+    sources, and the peers of a source that talked to at most ``focus`` addresses (a flood bot
+    or a brute-forcer is focused on its target; a scanner or a busy client is not)."""
+    links = {}
+    for entity, row in rows:
+        if etype == "service":
+            peers = list(row.get("_sources", []))
+        else:
+            peers = list(dict.fromkeys(row.get("_peers", []) + row.get("_external_peers", [])))
+            if len(peers) > focus or row.get("dst_ips", 0) > focus:
+                peers = []
+        if peers:
+            links[(etype, entity)] = peers
+    return links
+
+
+def window_documents(found: list[tuple[Finding, str, list]], links: dict,
+                     tracker: IncidentTracker, start_ms: int, end_ms: int,
+                     partition: str = "0/1") -> list[dict]:
+    """One window's findings (with their detector kind and drill-down ports) grouped into
+    incidents: the anomaly documents to write, then the incidents they touched."""
+    members = tracker.update([f for f, _, _ in found], links, start_ms)
+    docs, touched = [], {}
+    for (finding, kind, any_of), m in zip(found, members, strict=True):
+        if not m.severity:
+            continue        # folded into its incident: counted there, not written
+        finding.severity = m.severity
+        doc = anomaly_document(finding, start_ms, end_ms, kind=kind, partition=partition,
+                               any_of=any_of)
+        if m.incident is not None:
+            inc = m.incident
+            doc["incident"] = {"id": incident_docid(inc, partition),
+                               "role": "lead" if m.lead else "member"}
+            if len(inc.members) < tracker.max_listed:
+                inc.members.append(anomaly_id(finding.detector, finding.entity_type,
+                                              finding.entity, start_ms))
+            touched[id(inc)] = inc
+        docs.append(doc)
+    return docs + [incident_document(inc, end_ms - start_ms, partition)
+                   for inc in touched.values()]
+
+
 class WindowRunner:
     """Processes windows for one worker (``partition`` of ``partitions``)."""
 
@@ -167,6 +221,7 @@ class WindowRunner:
         self.s = settings or RunSettings.from_config(config)
         self.events = config.index("events_pattern")
         self.anomalies = config.index("anomalies")
+        self.incidents = config.index("incidents")
         self.state_index = config.index("state")
         self.stop = stop
         self.retry = OutageRetry(store.safe_url, maximum=self.s.retry_max_s, stop=stop)
@@ -182,7 +237,9 @@ class WindowRunner:
                                   seed=self.s.seed)
                 for t in self.s.entity_types}
         return RunState(dets, F.NoveltyMemory(internal=self.s.internal_networks),
-                        vectors=deque(maxlen=self.s.ae_history_windows))
+                        vectors=deque(maxlen=self.s.ae_history_windows),
+                        incidents=IncidentTracker(self.s.window_ms, self.s.incident_gap_windows,
+                                                  self.s.incident_members))
 
     def load(self) -> Checkpoint | None:
         cp = self.retry("reading the checkpoint", lambda: load_checkpoint(
@@ -201,7 +258,7 @@ class WindowRunner:
 
     # -- reads --------------------------------------------------------------------------------
     def choose_ports(self, start_ms: int, horizon_ms: int) -> tuple[list, list]:
-        span = self.s.warmup_windows * self.s.window_ms
+        span = self.s.ae_warmup_windows * self.s.window_ms
         q = F.window_query(start_ms - span, min(start_ms + span, horizon_ms))
         aggs = self.store.aggregate(self.events, F.top_ports_aggs(self.s.top_ports), query=q)
         return F.top_ports(aggs)
@@ -246,22 +303,27 @@ class WindowRunner:
 
     # -- compute ------------------------------------------------------------------------------
     def detect(self, start_ms: int, end_ms: int, data: dict, state: RunState) -> list[dict]:
-        """Score and learn the window; returns the anomaly documents (changes ``state``)."""
+        """Score and learn the window; returns its anomaly documents and the documents of the
+        incidents they belong to (``event.dataset`` tells them apart; changes ``state``)."""
         part = f"{self.partition}/{self.partitions}"
-        docs = []
+        found: list[tuple[Finding, str, list]] = []
+        links: dict = {}
         for etype, rows in data["rows"].items():
             det: WindowDetector = state.detectors[etype]
             rows = state.novelty.apply(etype, rows)
+            links.update(row_links(etype, rows))
             sup = {e: feats for (d, t, e), feats in data["suppressed"].items()
                    if d == det.name and t == etype}
-            for f in det.process(rows, suppressed=sup):
-                docs.append(anomaly_document(f, start_ms, end_ms, kind=det.kind, partition=part))
+            found += [(f, det.kind, []) for f in det.process(rows, suppressed=sup)]
         if data["vector"] is not None:
-            doc = self._autoencoder_window(start_ms, end_ms, data["vector"], state,
+            hit = self._autoencoder_window(start_ms, end_ms, data["vector"], state,
                                            data["suppressed"])
-            if doc:
-                docs.append(doc)
-        return docs
+            if hit:
+                found.append((hit[0], "mlp-autoencoder", hit[1]))
+        if state.incidents is None:     # a checkpoint from before incidents existed
+            state.incidents = IncidentTracker(self.s.window_ms, self.s.incident_gap_windows,
+                                              self.s.incident_members)
+        return window_documents(found, links, state.incidents, start_ms, end_ms, part)
 
     def _autoencoder_window(self, start_ms, end_ms, vector, state: RunState, suppressed):
         names = F.port_vector_names(state.src_ports, state.dst_ports)
@@ -293,13 +355,11 @@ class WindowRunner:
                     _, side, port = names[int(i)].split(":")
                     ports.append(("source.port" if side == "src" else "destination.port",
                                   int(port)))
-                doc = anomaly_document(finding, start_ms, end_ms, kind="mlp-autoencoder",
-                                       partition=f"{self.partition}/{self.partitions}",
-                                       any_of=ports)
+                doc = (finding, ports)
         if not flagged:
             state.vectors.append(vector)
         state.ae_windows += 1
-        due = (ae is None and state.ae_windows >= self.s.warmup_windows) or (
+        due = (ae is None and state.ae_windows >= self.s.ae_warmup_windows) or (
             ae is not None and state.ae_windows % self.s.ae_retrain_windows == 0)
         if due and len(state.vectors) >= 10:
             state.autoencoder = PortVectorAutoencoder(random_state=self.s.seed).fit(
@@ -307,13 +367,21 @@ class WindowRunner:
         return doc
 
     # -- writes -------------------------------------------------------------------------------
+    def actions(self, docs: list[dict]) -> list[dict]:
+        """Bulk actions for what :meth:`detect` returns: anomalies, then their incidents."""
+        incidents = [d for d in docs if d["event"]["dataset"] == INCIDENTS]
+        anomalies = [d for d in docs if d["event"]["dataset"] != INCIDENTS]
+        return (anomaly_actions(self.anomalies, anomalies)
+                + incident_actions(self.incidents, incidents))
+
     def write(self, docs: list[dict], cp: Checkpoint) -> None:
         if docs:
-            res = self.store.bulk(anomaly_actions(self.anomalies, docs))
+            res = self.store.bulk(self.actions(docs))
             if res.failed:
                 raise EngineRequestError(
-                    f"{len(res.failed)} anomaly documents were refused by {self.anomalies}: "
-                    f"{res.failed[0].get('error')}", hint="check the index mapping")
+                    f"{len(res.failed)} anomaly or incident documents were refused by "
+                    f"{self.anomalies} or {self.incidents}: {res.failed[0].get('error')}",
+                    hint="check the index mapping (fwsiem setup)")
         save_checkpoint(self.store, self.state_index, self.partition, self.partitions, cp,
                         self.key)
 
@@ -335,7 +403,7 @@ class WindowRunner:
                          next_chain(cp.chain, start_ms, end_ms), state)
         self.retry(f"writing {what}", lambda: self.write(docs, new))
         self.cp = new
-        self.anomalies_written += len(docs)
+        self.anomalies_written += sum(d["event"]["dataset"] != INCIDENTS for d in docs)
         return docs
 
     _horizon: int = 0

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import yaml
 
-from plugin.errors import InputError
+from ml.errors import ModelInputError
 
 PROTO_NUMBERS = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50,
                  "ipv6-icmp": 58, "sctp": 132}
@@ -42,7 +42,7 @@ class Service:
         if name == "proto":
             return cls(int(ports))
         if name not in PROTO_NUMBERS:
-            raise InputError(f"unknown service {text!r}",
+            raise ModelInputError(f"unknown service {text!r}",
                              hint="use tcp/PORT, udp/PORT, icmp, igmp, ipv6-icmp, proto/N or any")
         proto = PROTO_NUMBERS[name]
         if not ports:
@@ -107,7 +107,7 @@ class RuleSet:
         ids = [r.id for r in rules]
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})
-            raise InputError(f"rule ids are not unique: {dup}", hint="give every rule its own id")
+            raise ModelInputError(f"rule ids are not unique: {dup}", hint="give every rule its own id")
         self._src: np.ndarray | None = None
 
     # -- matching ---------------------------------------------------------------------------
@@ -120,7 +120,7 @@ class RuleSet:
         try:
             ipaddress.ip_network(term, strict=False)
         except ValueError as exc:
-            raise InputError(f"rule term {term!r} is neither a group, a CIDR nor 'any'",
+            raise ModelInputError(f"rule term {term!r} is neither a group, a CIDR nor 'any'",
                              hint="define the group under 'groups' in the rule set") from exc
         return [term]
 
@@ -273,7 +273,7 @@ def build_ruleset(rules_cfg: dict, dc, allowlist_rules: list[Rule]) -> RuleSet:
             unknown = [t for t in srcs + dsts if t not in dc.groups and t != "any"
                        and not _is_network(t)]
             if unknown:
-                raise InputError(f"rule {rid}: unknown group(s) {unknown}",
+                raise ModelInputError(f"rule {rid}: unknown group(s) {unknown}",
                                  hint="see docs/simulator.md for the groups a scenario can name")
             rules.append(Rule(
                 id=rid, name=sub(spec.get("name", f"rule-{rid}")), sources=srcs,

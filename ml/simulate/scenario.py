@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from plugin.errors import InputError
+from ml.errors import ModelInputError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -178,23 +178,23 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise InputError(f"scenario file {path} does not exist",
+            raise ModelInputError(f"scenario file {path} does not exist",
                              hint=f"packaged scenarios: {', '.join(packaged_scenarios())}")
         text = path.read_text()
     else:
         res = resources.files("ml").joinpath(f"scenarios/{name_or_path}.toml")
         if not res.is_file():
-            raise InputError(f"no scenario named {name_or_path!r}",
+            raise ModelInputError(f"no scenario named {name_or_path!r}",
                              hint=f"use one of {', '.join(packaged_scenarios())} or a .toml path")
         text = res.read_text()
         source = f"ml/scenarios/{name_or_path}.toml"
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"scenario {source} is not valid TOML: {exc}",
+        raise ModelInputError(f"scenario {source} is not valid TOML: {exc}",
                          hint="fix the file; docs/simulator.md lists every key") from exc
     unknown = set(data.get("incidents", {})) - set(INCIDENT_KINDS) - {"warmup_hours"}
     if unknown:
-        raise InputError(f"scenario {source}: unknown incident kind(s) {sorted(unknown)}",
+        raise ModelInputError(f"scenario {source}: unknown incident kind(s) {sorted(unknown)}",
                          hint=f"known kinds: {', '.join(INCIDENT_KINDS)}")
     return Scenario(_merge(DEFAULTS, data), source)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from plugin.errors import InputError
+from ml.errors import ModelInputError
 
 # name: proto, destination ports, source port (-1 ephemeral, -2 none, else fixed),
 # first-packet lengths, median packets src->dst and dst->src, bytes per packet each way,
@@ -143,11 +143,11 @@ class Edge:
             src = dc.pool(spec["from"])
             dst = dc.pool(spec["to"])
         except KeyError as exc:
-            raise InputError(f"traffic edge {spec}: unknown pool {exc}",
+            raise ModelInputError(f"traffic edge {spec}: unknown pool {exc}",
                              hint=f"pools: {', '.join(sorted(dc.pools))}") from exc
         service = spec["service"]
         if service not in SERVICES:
-            raise InputError(f"traffic edge {spec}: unknown service {service!r}",
+            raise ModelInputError(f"traffic edge {spec}: unknown service {service!r}",
                              hint=f"services: {', '.join(SERVICES)}")
         alpha = float(spec.get("skew", 1.0))
         log_at = None

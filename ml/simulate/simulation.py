@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.errors import ModelInputError
 from ml.simulate.datacenter import build_datacenter
 from ml.simulate.incidents import SIGNALS, incident_sessions, schedule
 from ml.simulate.render import NFDUMP_HEADER, NsxRenderer, flow_records, iso_ms, nfdump_summary
 from ml.simulate.rules import ACTIONS, Rule, build_ruleset
 from ml.simulate.scenario import Scenario, load_scenario
 from ml.simulate.sessions import SERVICE_NAMES, SERVICES, Edge, concat, diurnal_multiplier
-from plugin.errors import InputError
 
 HOUR = 3_600_000
 EVENT_COLS = ("t", "kind", "vm", "src", "dst", "proto", "sport", "dport", "dirn", "rule",
@@ -43,7 +43,7 @@ def parse_time(text: str | datetime) -> int:
         try:
             dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
         except ValueError as exc:
-            raise InputError(f"start time {text!r} is not ISO-8601",
+            raise ModelInputError(f"start time {text!r} is not ISO-8601",
                              hint="e.g. 2024-03-04T00:00:00Z") from exc
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
@@ -88,7 +88,7 @@ class Simulation:
         sc = self.scenario
         self.hours = float(hours if hours is not None else sc.data.get("hours", 24))
         if self.hours <= 0:
-            raise InputError(f"--hours must be positive, got {self.hours}")
+            raise ModelInputError(f"--hours must be positive, got {self.hours}")
         self.seed = int(seed)
         self.start = parse_time(start if start is not None else sc.data["start"])
         self.end = self.start + int(round(self.hours * HOUR))

@@ -23,8 +23,8 @@ from plugin.shipping import (
     summary_lines,
 )
 
-FORMATS = ("auto", "nsx", "iptables", "pfsense", "cisco-asa", "panos", "fortigate", "nfdump",
-           "pmacct", "pcap")
+FORMATS = ("auto", "nsx", "iptables", "pfsense", "cisco-asa", "panos", "fortigate", "cef", "leef",
+           "nfdump", "pmacct", "zeek", "windows-firewall", "pcap")
 
 
 class _Progress:

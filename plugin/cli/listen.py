@@ -16,8 +16,8 @@ from plugin.shipping import (
 )
 from plugin.syslog import DEFAULT_MAX_CONNECTIONS, SyslogReceiver
 
-FORMATS = ("auto", "nsx", "iptables", "pfsense", "cisco-asa", "panos", "fortigate", "nfdump",
-           "pmacct")
+FORMATS = ("auto", "nsx", "iptables", "pfsense", "cisco-asa", "panos", "fortigate", "cef", "leef",
+           "nfdump", "pmacct")
 
 
 @click.command("listen")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ml.errors import ModelInputError
 from plugin.errors import InputError
 
 
@@ -88,6 +89,13 @@ def command(scenario, preset, hours, seed, start, out, format_mix, per_host, rat
     the DFW rule set (rules.yaml) and truth.json (incidents, rule truth, allow-list and
     traffic-class labels). The same seed gives byte-identical output. See docs/simulator.md.
     """
+    try:
+        _simulate(scenario, preset, hours, seed, start, out, format_mix, per_host, rate, syslog)
+    except ModelInputError as exc:
+        raise InputError(exc.args[0], hint=exc.hint) from None
+
+
+def _simulate(scenario, preset, hours, seed, start, out, format_mix, per_host, rate, syslog):
     from ml.simulate import Simulation, load_scenario
 
     try:

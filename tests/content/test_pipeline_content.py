@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from plugin.lines import HEADER_DEFAULTS, DeclaredHeader
+
 PIPELINES = Path(__file__).resolve().parents[2] / "ingest_pipelines"
 # Namespaces a pipeline may write: ECS field sets, the vendors' own, fwsiem's, and `_tmp` scratch
 # space that the entry pipeline removes.
 ALLOWED_ROOTS = {
     "@timestamp", "event", "source", "destination", "network", "rule", "observer", "host", "log",
     "error", "tags", "nsx", "iptables", "pfsense", "cisco", "panw", "fortinet", "nfdump", "pmacct",
-    "fwsiem", "_tmp", "_index", "message", "user", "url", "file",
+    "zeek", "windows_firewall", "process", "http",
+    "fwsiem", "_tmp", "_index", "message", "user", "url", "file", "cef", "leef",
 }
 GROK_FIELD = re.compile(r"%\{\w+:([\w.@]+)(?::\w+)?\}|\(\?<([\w.@]+)>")
 PAINLESS_ASSIGN = re.compile(r"ctx\.([A-Za-z_@][\w]*)\s*=(?!=)")
@@ -181,6 +184,20 @@ def test_expected_documents_match_their_sample_line_count(expected: Path):
     lines = sample.read_bytes().split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
+    header = DeclaredHeader()
+    lines = [line for line in lines if not header.consume(line)]  # W3C/Zeek headers: not events
     docs = json.loads(expected.read_text())
     assert len(docs) == len(lines)
     assert all(d.get("event", {}).get("original") is not None for d in docs)
+
+
+@pytest.mark.parametrize(("fmt", "pipeline", "tag"), [
+    ("w3c", "windows_firewall/fwsiem-windows-firewall.json", "parse_w3c_record"),
+    ("zeek", "zeek/fwsiem-zeek.json", "parse_tsv_record"),
+])
+def test_standard_layout_of_declared_fields_agrees_with_the_shipper(fmt, pipeline, tag):
+    """The shipper leaves a header's field list out when it is the standard layout, so the
+    pipeline must split records by that same layout."""
+    body = json.loads((PIPELINES / pipeline).read_text())
+    script = next(p["script"] for p in body["processors"] if p.get("script", {}).get("tag") == tag)
+    assert script["params"]["fields"] == HEADER_DEFAULTS[fmt]["fields"]

@@ -193,9 +193,16 @@ def test_the_three_dashboards_show_the_panels_the_soc_relies_on():
     assert {("rule.id", ""), ("event.action", ""), ("network.transport", ""),
             ("destination.ip", "event.type:denied"), ("destination.port", "event.type:denied"),
             ("@timestamp", ""), ("network.bytes", ""), ("source.ip", "")} <= overview
-    anomalies = _dashboard_fields("Anomalies")
+    anomalies = _dashboard_fields("Incidents and anomalies")
     assert {("@timestamp", ""), ("severity", ""), ("entity.type", ""), ("feedback.status", ""),
             ("drilldown.kql", ""), ("top_feature", "")} <= anomalies
+    # incidents lead: one row per attack, with what it is about and how many sources
+    assert {("incident.kind", ""), ("incident.lead.value", ""),
+            ("entities.source_count", "")} <= anomalies
+    dash = next(d for d in _of_type("dashboard") if d["id"] == "fwsiem-anomalies-dashboard")
+    first = min(dash["attributes"]["panelsJSON"], key=lambda p: p["gridData"]["y"])
+    assert [r["id"] for r in dash["references"] if r["name"] == first["panelRefName"]] == [
+        "fwsiem-incidents-list"]
     recommendations = _dashboard_fields("Recommendations")
     assert {("kind", ""), ("severity", ""), ("proposal.cidrs", "kind:allow_list"),
             ("target.rule_id", "target.type:rule")} <= recommendations

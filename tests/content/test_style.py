@@ -42,3 +42,16 @@ def test_every_module_has_a_docstring_and_future_annotations():
                              f"{'' if has_doc else 'no module docstring '}"
                              f"{'' if has_future else 'no `from __future__ import annotations`'}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_ml_imports_nothing_from_plugin():
+    """The models stay usable without the CLI and the engine clients: ``ml`` never imports
+    ``plugin`` (``plugin`` translates ``ml``'s errors for the user)."""
+    offenders = []
+    for path in sorted((REPO / "ml").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(REPO)}:{node.lineno} imports {n}"
+                          for n in names if n == "plugin" or n.startswith("plugin.")]
+    assert not offenders, "\n".join(offenders)

@@ -269,6 +269,46 @@ def test_pcap_flows_are_indexed_as_ecs_events(ship):
     assert again["already_present"] == 30
 
 
+def test_files_that_declare_their_fields_index_every_record_and_skip_their_header(ship):
+    w3c = ship.tmp / "pfirewall.log"
+    w3c.write_text(
+        "#Version: 1.5\n#Software: Microsoft Windows Firewall\n#Time Format: Local\n"
+        "#Fields: date time action protocol src-ip dst-ip src-port dst-port size tcpflags tcpsyn "
+        "tcpack tcpwin icmptype icmpcode info path\n\n"
+        "2024-03-05 10:00:00 DROP TCP 203.0.113.15 192.168.20.10 51234 3389 52 S 1 0 64240 - - - "
+        "RECEIVE\n"
+        "2024-03-05 10:00:01 ALLOW UDP 2001:db8::10 2001:db8::53 50123 53 0 - - - - - - - SEND\n")
+    t = "\t"
+    zeek = ship.tmp / "conn.log.labeled"
+    zeek.write_text(
+        "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n"
+        "#path\tconn\n#fields\tuid\tts\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\t"
+        "conn_state\tlabel\n"
+        f"C1{t}1709632800.5{t}192.168.10.20{t}51514{t}198.51.100.80{t}443{t}tcp{t}SF{t}Benign\n"
+        f"C2{t}1709632801.5{t}203.0.113.77{t}40112{t}192.168.10.5{t}22{t}tcp{t}S0{t}Malicious\n"
+        "#close\t2024-03-05-11-00-00\n")
+
+    rc, summary, err = ship.run(str(w3c), str(zeek))
+    assert rc == 0, err
+    assert summary["read"] == 7 + 9
+    assert summary["headers"] == 5 + 7  # directives and the blank line: not events
+    assert (summary["indexed"], summary["dead_lettered"]) == (4, 0)
+
+    ship.store.refresh(ship.events)
+    hits = ship.store.search(ship.events, {"size": 10, "query": {"terms": {
+        "log.file.path": [str(w3c), str(zeek)]}}})["hits"]["hits"]
+    got = sorted((h["_source"]["event"]["dataset"], h["_source"]["source"]["ip"],
+                  h["_source"]["source"]["port"], h["_source"]["destination"]["port"],
+                  h["_source"]["event"]["outcome"]) for h in hits)
+    assert got == [
+        ("fwsiem.windows_firewall", "2001:db8::10", 50123, 53, "success"),
+        ("fwsiem.windows_firewall", "203.0.113.15", 51234, 3389, "failure"),
+        ("fwsiem.zeek", "192.168.10.20", 51514, 443, "success"),
+        ("fwsiem.zeek", "203.0.113.77", 40112, 22, "failure"),
+    ]
+    assert not any("header" in h["_source"].get("fwsiem", {}) for h in hits)
+
+
 # -- nothing lost: refusals about the cluster, damaged sources, signals, the spool (issue 15) ------
 NSX_LINE = ("2017-10-19T22:38:08.723Z 58734 INET match PASS domain-c8/1006 OUT 60 TCP "
             "172.18.8.121/{sport}->172.18.8.119/{dport} S RULE_TAG")

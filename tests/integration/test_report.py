@@ -50,6 +50,19 @@ RECOMMENDATIONS = [
      "period": {"start": "2024-03-04T00:00:00Z", "end": "2024-03-04T01:00:00Z"},
      "proposal": {"format": "cidr", "cidrs": ["10.16.0.0/16", "10.17.1.0/24"]}},
 ]
+INCIDENTS = [
+    {"@timestamp": "2024-03-04T00:21:00.000Z", "severity": "critical",
+     "event": {"severity": 4, "dataset": "fwsiem.incidents"},
+     "incident": {"id": "i1", "kind": "many sources on one service",
+                  "lead": {"type": "ip", "value": "10.16.9.9"},
+                  "first_window": "2024-03-04T00:21:00.000Z",
+                  "last_window": "2024-03-04T00:24:00.000Z"},
+     "entities": {"targets": [{"value": "10.16.9.9:25565", "windows": 4}], "source_count": 37715,
+                  "sources": []},
+     "evidence": [{"entity": "10.16.9.9:25565", "feature": "src_ips", "observed": 37715,
+                   "expected": 3, "deviation": 14.0}],
+     "drilldown": {"kql": 'destination.ip: "10.16.9.9"'}},
+]
 MODELS = [{"@timestamp": "2024-03-04T01:05:00.000Z", "doc_type": "model",
            "model": {"name": "action-predictor", "version": 1, "status": "active"},
            "metrics": {"accuracy": 0.91, "f1_macro": 0.84}}]
@@ -63,7 +76,8 @@ def report(engine, tmp_path_factory, event_actions):
     run_setup(store, engine.config(), skip_pipelines=True)
     p = "t" + hashlib.sha1(f"{__name__}-{engine.flavor}".encode()).hexdigest()[:8]
     names = {"events_pattern": f"fwsiem-events-{p}", "anomalies": f"fwsiem-anomalies-{p}",
-             "recommendations": f"fwsiem-recommendations-{p}", "models": f"fwsiem-models-{p}"}
+             "recommendations": f"fwsiem-recommendations-{p}", "models": f"fwsiem-models-{p}",
+             "incidents": f"fwsiem-incidents-{p}"}
     for name in names.values():
         store.delete_index(name)
     store.create_index(names["events_pattern"], {"mappings": template_mappings("fwsiem-events")})
@@ -72,6 +86,7 @@ def report(engine, tmp_path_factory, event_actions):
     res = store.bulk(event_actions(df, names["events_pattern"], network_bytes=True), refresh=True)
     assert not res.failed, res.failed[:3]
     docs = [(names["anomalies"], ANOMALIES), (names["recommendations"], RECOMMENDATIONS),
+            (names["incidents"], INCIDENTS),
             (names["models"], MODELS)]
     res = store.bulk([{"_op_type": "index", "_index": i, "_source": d} for i, ds in docs for d in ds],
                      refresh=True)
@@ -94,6 +109,8 @@ def test_report_is_self_contained_and_has_every_section(report):
     text = path.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text), "external asset"
     assert "<script" not in text and "<link" not in text
+    # incidents lead the report
+    assert text.index("Top 1 incidents") < text.index("Top 10 rules by hits")
     for title in ("Top 10 rules by hits", "Action distribution", "Dropped traffic by destination IP",
                   "Dropped traffic by destination port", "Flows by protocol",
                   "Events over time by action", "Highest-hitting flows over time",
@@ -103,7 +120,7 @@ def test_report_is_self_contained_and_has_every_section(report):
         assert title in text, title
     assert text.count('src="data:image/png;base64,') >= 10
     assert f"{len(df):,} events" in text  # the count the engine aggregated is the data's
-    for needle in ("10.17.2.11", "drop_ratio", "-A FWSIEM -s 10.17.2.11 -j DROP", "10.16.0.0/16",
+    for needle in ("10.16.9.9:25565", "37,715", "10.17.2.11", "drop_ratio", "-A FWSIEM -s 10.17.2.11 -j DROP", "10.16.0.0/16",
                    "action-predictor", "accuracy 0.91"):
         assert needle in text, needle
 

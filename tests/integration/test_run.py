@@ -71,6 +71,7 @@ def make_env(url: str, prefix: str, warmup: int = 8) -> dict:
         "FWSIEM_INDICES_EVENTS_PATTERN": f"logs-fwsiem.{prefix}-events",
         "FWSIEM_INDICES_ANOMALIES": f"{prefix}-anomalies",
         "FWSIEM_INDICES_STATE": f"{prefix}-state",
+        "FWSIEM_INDICES_INCIDENTS": f"{prefix}-incidents",
         "FWSIEM_RUN_WARMUP_WINDOWS": str(warmup),
         "FWSIEM_RUN_LAG": "0s",
         "FWSIEM_RUN_POLL_INTERVAL": "1s",

@@ -93,6 +93,29 @@ def _anomaly_docs(df: pd.DataFrame, start: dt.datetime) -> list[dict]:
     return docs
 
 
+def _incident_docs(df: pd.DataFrame, start: dt.datetime) -> list[dict]:
+    """Incident documents as `fwsiem run` writes them: a flood on the busiest service of the
+    simulated traffic, many of whose sources were flagged too."""
+    from ml.incidents import IncidentTracker
+    from plugin.windows import window_documents
+
+    top = df.groupby(["destination.ip", "destination.port"]).size().idxmax()
+    service = f"{top[0]}:{int(top[1])}"
+    sources = df[df["destination.ip"] == top[0]]["source.ip"].value_counts().index[:3]
+    start_ms = int(start.timestamp() * 1000)
+    found = [(Finding("service", service, 12.0, 3.0, "critical", {"src_ips": 900.0},
+                      {"src_ips": 3.0}, [{"feature": "src_ips", "observed": 900.0,
+                                          "expected": 3.0, "deviation": 12.0}],
+                      "window.service"), "profile", [])]
+    found += [(Finding("source", ip, 4.0, 3.0, "medium", {"events": 50.0}, {"events": 3.0},
+                       [{"feature": "events", "observed": 50.0, "expected": 3.0,
+                         "deviation": 4.0}], "window.source"), "profile", []) for ip in sources]
+    links = {("source", ip): [top[0]] for ip in sources}
+    docs = window_documents(found, links, IncidentTracker(60_000), start_ms, start_ms + 60_000)
+    return [dict(d, _id=d["incident"]["id"]) for d in docs
+            if d["event"]["dataset"] == "fwsiem.incidents"]
+
+
 def _recommendation_docs(df: pd.DataFrame, period: Period) -> list[dict]:
     """An allow-list and rule-hygiene findings as `fwsiem recommend` writes them."""
     model = {"name": "test", "version": "1"}
@@ -134,6 +157,7 @@ def loaded(engine, simulated):
     tag = f"{os.getpid()}"
     indices = {"logs-fwsiem.*": f"logs-fwsiem.kso{tag}-default",
                "fwsiem-anomalies*": f"fwsiem-anomalies-kso{tag}",
+               "fwsiem-incidents*": f"fwsiem-incidents-kso{tag}",
                "fwsiem-recommendations*": f"fwsiem-recommendations-kso{tag}"}
     for name in indices.values():
         store.delete_index(name)
@@ -145,6 +169,7 @@ def loaded(engine, simulated):
     assert not coverage.failed, coverage.failed[:3]
     period = Period(start, end)
     for pattern, docs in (("fwsiem-anomalies*", _anomaly_docs(simulated, start)),
+                          ("fwsiem-incidents*", _incident_docs(simulated, start)),
                           ("fwsiem-recommendations*", _recommendation_docs(simulated, period))):
         result = store.bulk([{"_op_type": "index", "_index": indices[pattern], "_id": d.pop("_id", None)
                               or str(i), "_source": d} for i, d in enumerate(docs)], refresh=True)
@@ -153,6 +178,7 @@ def loaded(engine, simulated):
     # Recommendations are stamped when they are written, the rest when it happened.
     time_ranges = {"logs-fwsiem.*": (start.isoformat(), end.isoformat()),
                    "fwsiem-anomalies*": (start.isoformat(), end.isoformat()),
+                   "fwsiem-incidents*": (start.isoformat(), end.isoformat()),
                    "fwsiem-recommendations*": ((now - dt.timedelta(days=1)).isoformat(),
                                                (now + dt.timedelta(hours=1)).isoformat())}
     yield store, indices, time_ranges

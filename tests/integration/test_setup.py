@@ -63,6 +63,21 @@ def test_events_template_maps_ecs_types(engine, unique_prefix):
     store.delete_index(stream)
 
 
+def test_vendor_fields_that_look_like_dates_never_refuse_a_later_event(engine, unique_prefix):
+    # Vendor keys (cef.extensions.rt, fortinet.firewall.*, ...) carry times in any form: the first
+    # one seen must not fix the field as a date and make the engine refuse the next event.
+    assert CliRunner().invoke(cli, ["--url", engine.url, *_setup_args(engine)]).exit_code == 0
+    store = engine.store
+    stream = f"logs-fwsiem.{unique_prefix}{uuid.uuid4().hex[:6]}-default"
+    store.delete_index(stream)
+    for value in ("2024-02-05T10:45:00Z", "Feb 05 2024 10:45:00 GMT"):
+        store.index_doc(stream, {"@timestamp": "2026-01-01T00:00:00Z",
+                                 "cef": {"extensions": {"rt": value}}}, op_type="create",
+                        refresh=True)
+    assert store.count(stream) == 2
+    store.delete_index(stream)
+
+
 def test_cluster_without_ingest_processors_is_refused_with_the_list(engine):
     needed = set().union(*(processors_used(__import__("json").loads(p.read_text())) for p in pipeline_files()))
     if engine.has_processors(*needed):

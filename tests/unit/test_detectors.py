@@ -32,9 +32,9 @@ def test_baseline_deviation_follows_river_conventions():
 
 
 def test_profile_detector_follows_river_conventions():
-    det = ProfileDetector("source", ["events", "dst_ports"], min_population=5)
+    det = ProfileDetector("source", ["events", "dst_ports"], prior_rows=5)
     assert det._get_params() == {"entity_type": "source", "features": ["events", "dst_ports"],
-                                 "min_population": 5}
+                                 "prior_rows": 5}
     rng = random.Random(0)
     for _ in range(40):
         for ip in ("10.0.0.1", "10.0.0.2"):
@@ -246,7 +246,7 @@ def test_a_short_quiet_history_leans_on_its_class_for_the_spread():
     from ml.detectors import EntityProfiles
 
     def fed(variance_prior):
-        p = EntityProfiles("service", ["events", "bytes"], min_population=1,
+        p = EntityProfiles("service", ["events", "bytes"],
                            variance_prior=variance_prior)
         rng = random.Random(6)
         for i in range(400):   # egress services in general: bytes vary over orders of magnitude

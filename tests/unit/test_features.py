@@ -62,7 +62,7 @@ def test_new_peers_count_only_peers_never_seen_before():
                                                              "10.0.0.4", "10.0.0.5"]})])
     assert first[0][1]["new_peer_share"] == 1.0 and first[0][1]["new_peers"] == 2
     assert second[0][1]["new_peer_share"] == 0.5 and second[0][1]["new_peers"] == 2
-    assert second[0][1]["peers"] == 4 and "_peers" not in second[0][1]
+    assert second[0][1]["peers"] == 4 and len(second[0][1]["_peers"]) == 4
     assert second[0][1]["_class"] == "internal"
 
 
