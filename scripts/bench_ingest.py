@@ -42,6 +42,7 @@ import pandas as pd
 from doc_sections import replace_section
 
 from plugin.config import load_config
+from plugin.lines import DeclaredHeader
 from plugin.setup import run_setup
 from plugin.shipping import (
     LineBatcher,
@@ -72,16 +73,33 @@ def formats() -> list[str]:
                   if p.is_dir() and p.name not in NOT_FORMATS and any(p.glob("test-*.log")))
 
 
-def event_samples(fmt: str) -> list[str]:
-    """The sample lines of a format that its expected documents show as events."""
+def event_samples(fmt: str) -> list[tuple[list[str], list[str]]]:
+    """Per sample file of a format: its header lines (a file that declares its fields, W3C or
+    Zeek) and the lines its expected documents show as events."""
     out = []
     for log_path in sorted((PIPELINES / fmt).glob("test-*.log")):
-        lines = log_path.read_text().splitlines()
+        header, records, declared = [], [], DeclaredHeader()
+        for line in log_path.read_text().splitlines():
+            (header if declared.consume(line.encode()) else records).append(line)
         expected_path = log_path.with_name(log_path.name + "-expected.json")
         expected = json.loads(expected_path.read_text()) if expected_path.exists() else []
-        if len(expected) != len(lines):
+        if len(expected) != len(records):
             continue
-        out.extend(ln for ln, doc in zip(lines, expected, strict=True) if "_index" not in doc)
+        events = [ln for ln, doc in zip(records, expected, strict=True) if "_index" not in doc]
+        if events:
+            out.append((header, events))
+    return out
+
+
+def format_lines(fmt: str, n: int, seed: int) -> list[str]:
+    """About ``n`` lines of a format: each sample file's header, then its event lines varied, in
+    shares as large as the files' numbers of event lines."""
+    # files without a header first: a header holds for the rest of the file it starts
+    samples = sorted(event_samples(fmt), key=lambda sample: bool(sample[0]))
+    total = sum(len(events) for _, events in samples)
+    out: list[str] = []
+    for i, (header, events) in enumerate(samples):
+        out += header + varied_lines(events, max(1, n * len(events) // total), seed + i)
     return out
 
 
@@ -188,7 +206,8 @@ def phase_pipeline(config, store: Store, path: str) -> dict:
     s = shipper.stats
     if s.spooled or getattr(s, "not_spooled", 0):
         sys.exit(f"{path}: {s.spooled} lines spooled: the engine refused them; see the log")
-    return {"lines": s.read, "events": s.indexed, "dead": s.dead_lettered, "wall": wall,
+    return {"lines": s.indexed + s.dead_lettered, "events": s.indexed, "dead": s.dead_lettered,
+            "wall": wall,
             "client_cpu": own, "engine_cpu": cpu}
 
 
@@ -284,14 +303,13 @@ def main() -> None:
         if fmt == "nsx_dfw":
             lines, frame = simulated(args.lines, args.seed)
         else:
-            samples = event_samples(fmt)
-            if not samples:
+            lines = format_lines(fmt, args.format_lines, args.seed + 100 * i)
+            if not lines:
                 print(f"{fmt}: no sample lines expected as events; skipped")
                 continue
-            lines = varied_lines(samples, args.format_lines, args.seed + i)
         files[fmt] = f"{tmp.name}/bench-{fmt}.log"
         Path(files[fmt]).write_text("\n".join(lines) + "\n")
-        # Warm-up, not measured: the samples themselves, so scripts are compiled and JIT-ed.
+        # Warm-up, not measured, so that scripts are compiled and JIT-ed.
         warm = f"{tmp.name}/warm-{fmt}.log"
         Path(warm).write_text("\n".join(lines[:2000]) + "\n")
         phase_pipeline(config, store, warm)
