@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from plugin.errors import EngineUnavailable
 from plugin.pcap import pcap_flows
 from plugin.setup import run_setup
 
@@ -615,9 +616,12 @@ def test_listen_through_an_engine_restart_indexes_every_line_once(tmp_path, dedi
         store = Store.connect(config.engine)
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            store.refresh(events)
-            if store.count(events) >= n:
-                break
+            try:
+                store.refresh(events)
+                if store.count(events) >= n:
+                    break
+            except EngineUnavailable:  # the restarted node may still be recovering its shards
+                pass
             time.sleep(2)
         rc, out, err = _stop_listen(proc)
         proc = None
