@@ -15,14 +15,22 @@ import stat
 import sys
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
 from plugin.config import Config, parse_duration
-from plugin.errors import EngineRequestError, EngineUnavailable, FwsiemError, InputError
+from plugin.errors import (
+    ConfigError,
+    EngineRequestError,
+    EngineUnavailable,
+    FwsiemError,
+    InputError,
+)
 from plugin.lines import DeclaredHeader, line_document
 from plugin.store import CLUSTER_STATUSES, bulk_item_fault, redact_url
 
@@ -503,12 +511,15 @@ class Shipper:
     spooled and the shipper is "down" until a later :meth:`replay` succeeds. Items refused for a
     reason about the line itself are written to the dead-letter index with the engine's reason;
     a dead letter the cluster will not take sends its line back to be retried and spooled, so no
-    line is ever dropped and nothing recurses.
+    line is ever dropped and nothing recurses. :meth:`submit` keeps up to ``in_flight`` `_bulk`
+    requests outstanding so that an engine with several cores runs pipelines on all of them;
+    ids are idempotent, so the order in which they land does not matter.
     """
 
     def __init__(self, connect: Callable[[], object], *, events_index: str, deadletter_index: str,
                  spool: Spool, stats: IngestStats | None = None, retry_wait: float = 15.0,
-                 probe_interval: float = 5.0, engine_name: str = "the engine") -> None:
+                 probe_interval: float = 5.0, engine_name: str = "the engine",
+                 in_flight: int = 1) -> None:
         self._connect = connect
         self.engine_name = engine_name
         self._store = None
@@ -520,6 +531,11 @@ class Shipper:
         self.probe_interval = probe_interval
         self.down_reason: str | None = None
         self._down_at = 0.0
+        # Up to ``in_flight`` `_bulk` requests outstanding; their results are accounted in the
+        # order they were sent, on this thread (threads only wait for the engine's answer).
+        self.in_flight = max(1, int(in_flight))
+        self._pool: ThreadPoolExecutor | None = None
+        self._sent: deque[tuple[Batch, Future]] = deque()
 
     # engine state
     @property
@@ -543,15 +559,48 @@ class Shipper:
 
     # public API
     def send(self, batch: Batch) -> None:
-        """Write a batch, or spool it when the engine cannot take it."""
+        """Write a batch, or spool it when the engine cannot take it, before returning."""
+        self.submit(batch)
+        self.drain()
+
+    def submit(self, batch: Batch) -> None:
+        """Start writing a batch while up to ``in_flight - 1`` earlier ones are still in flight.
+
+        Memory stays bounded: with ``in_flight`` requests outstanding, this waits for the oldest
+        and accounts for it (written, dead-lettered, retried or spooled) before sending. Every
+        batch is accounted for once :meth:`drain` returns.
+        """
         if not batch.items:
             return
-        if self.down and time.monotonic() - self._down_at < self.probe_interval:
+        if self.in_flight == 1 or self.down:
+            self.drain()
+            self._send(batch, None)
+            return
+        try:
+            _ = self.store  # connect here, not on a request thread
+        except EngineUnavailable:
+            self.drain()
+            self._send(batch, None)
+            return
+        while len(self._sent) >= self.in_flight:
+            self._send(*self._sent.popleft())
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="fwsiem-bulk")
+        self._sent.append((batch, self._pool.submit(self._bulk, batch.body(), batch.pipeline)))
+
+    def drain(self) -> None:
+        """Wait for every batch in flight and account for it."""
+        while self._sent:
+            self._send(*self._sent.popleft())
+
+    def _send(self, batch: Batch, sent: Future | None) -> None:
+        """Account for a batch whose first request is ``sent`` (or send it now)."""
+        if sent is None and self.down and time.monotonic() - self._down_at < self.probe_interval:
             self._spool(batch, self.down_reason or "engine unavailable")
             return
         budget = self.retry_wait if not self.down else 0.0
         try:
-            self._write(batch, budget)
+            self._write(batch, budget, first=sent)
         except EngineUnavailable as exc:
             self._mark_down(str(exc))
             self._spool(batch, str(exc))
@@ -634,19 +683,24 @@ class Shipper:
         params = {"pipeline": pipeline} if pipeline else None
         return self.store.request("POST", "/_bulk", body=body, params=params)
 
-    def _write(self, batch: Batch, budget: float, replay: bool = False) -> None:
+    def _write(self, batch: Batch, budget: float, replay: bool = False,
+               first: Future | None = None) -> None:
         """Write every item of a batch or raise EngineUnavailable (nothing counted twice).
 
-        On EngineUnavailable, ``batch.items`` holds exactly the items still unwritten.
+        ``first`` is the batch's first `_bulk` request, already on its way. On
+        EngineUnavailable, ``batch.items`` holds exactly the items still unwritten.
         """
         pending = list(batch.items)
         deadline = time.monotonic() + budget
         delay = 0.5
         mapped: dict[str, bool] = {}
         while pending:
-            body = b"".join(a + b"\n" + s + b"\n" for a, s in pending)
             try:
-                resp = self._bulk(body, batch.pipeline)
+                if first is not None:
+                    resp, first = first.result(), None
+                else:
+                    body = b"".join(a + b"\n" + s + b"\n" for a, s in pending)
+                    resp = self._bulk(body, batch.pipeline)
             except EngineUnavailable as exc:
                 if time.monotonic() + delay > deadline:
                     batch.items = pending  # spool only what is still unwritten
@@ -820,6 +874,7 @@ class ShipSettings:
     retry_wait: float = 15.0
     poll_interval: float = 0.5
     flush_interval: float = 1.0
+    in_flight: int = 3
 
     @classmethod
     def from_config(cls, config: Config) -> ShipSettings:
@@ -838,6 +893,7 @@ class ShipSettings:
             retry_wait=parse_duration(ingest.get("retry_wait", cls.retry_wait)),
             poll_interval=parse_duration(ingest.get("poll_interval", cls.poll_interval)),
             flush_interval=parse_duration(ingest.get("flush_interval", cls.flush_interval)),
+            in_flight=_in_flight(ingest.get("in_flight", cls.in_flight)),
         )
 
 
@@ -850,8 +906,20 @@ def configured_shipper(config: Config, connect: Callable[[], object]) -> tuple[S
     shipper = Shipper(connect, events_index=settings.events_index,
                       deadletter_index=settings.deadletter_index, spool=spool,
                       stats=IngestStats(), retry_wait=settings.retry_wait,
-                      engine_name=redact_url(config.engine.url))
+                      engine_name=redact_url(config.engine.url), in_flight=settings.in_flight)
     return settings, shipper
+
+
+def _in_flight(value: object) -> int:
+    """``[ingest] in_flight``: how many `_bulk` requests a shipper keeps outstanding (>= 1)."""
+    try:
+        n = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ConfigError(f"[ingest] in_flight = {value!r} is not a whole number of 1 or more",
+                          hint="set it to 1 (one request at a time) or more, e.g. 3")
+    return n
 
 
 class LineBatcher:
@@ -886,7 +954,7 @@ class LineBatcher:
                            doc, path, line.offset, line.offset + line.length)
         if (len(self.batch) >= self.settings.batch_docs
                 or self.batch.nbytes >= self.settings.batch_bytes):
-            self.flush()
+            self._submit()
 
     def add_document(self, doc: dict, doc_id: str, where: str = "syslog") -> None:
         """A ready pipeline document (e.g. from the syslog receiver)."""
@@ -894,7 +962,7 @@ class LineBatcher:
         self.batch.add({"create": {"_index": self.settings.events_index, "_id": doc_id}}, doc)
         if (len(self.batch) >= self.settings.batch_docs
                 or self.batch.nbytes >= self.settings.batch_bytes):
-            self.flush()
+            self._submit()
 
     def _add_overlong(self, line: Line, path: str, identity: str) -> None:
         head = line.raw[: self.settings.max_line_bytes]
@@ -907,15 +975,20 @@ class LineBatcher:
         self.direct.add({"create": {"_index": self.settings.deadletter_index, "_id": ident}},
                         letter, path, line.offset, line.offset + line.length)
 
-    def flush(self) -> None:
+    def _submit(self) -> None:
         for b in (self.batch, self.direct):
             if b.items:
                 n = len(b)
-                self.shipper.send(b)
+                self.shipper.submit(b)
                 if self.on_batch:
                     self.on_batch(n)
         self.batch = Batch(self.settings.pipeline)
         self.direct = Batch(None)
+
+    def flush(self) -> None:
+        """Send what is batched and wait until every batch in flight is accounted for."""
+        self._submit()
+        self.shipper.drain()
 
 
 def ingest_paths(paths: list[str], batcher: LineBatcher, *, stop_when_down: bool = True,

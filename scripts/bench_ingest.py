@@ -1,11 +1,25 @@
-"""Benchmark: `fwsiem ingest` through the pipelines vs bulk-indexing the same events already parsed.
+"""Benchmark: lines through the fwsiem-logs pipelines vs bulk-indexing the same events already parsed.
 
-Usage: python scripts/bench_ingest.py --url http://127.0.0.1:9201 [--lines 1000000]
+Usage: python scripts/bench_ingest.py --url http://127.0.0.1:9201 [--lines 200000]
+       [--format-lines 20000] [--formats nsx_dfw,cisco_asa,...] [--in-flight N] [--write]
 
-Both phases run against the same engine in one run: (A) NSX DFW lines from the simulator go
-through `fwsiem ingest` (a subprocess) and the fwsiem-logs pipelines; (B) the same events, already
-parsed (the simulator's ECS rows), are bulk-indexed without any pipeline. Prints both rates,
-their ratio (goal >= 0.7) and the CPU seconds of the shipper and of the engine in each phase.
+One run, one engine. For every format the pipelines parse, two phases:
+
+(A) lines go through the shipper that `fwsiem ingest` runs (plugin.shipping: the same batches,
+    ids and retries, in this process so that interpreter start-up is not timed) and the
+    `fwsiem-logs` pipelines;
+(B) the documents phase A indexed (read back, unchanged) are bulk-indexed into another data
+    stream without any pipeline: plain indexing of the same documents, pre-parsed, with as
+    many `_bulk` requests in flight as the shipper keeps (`[ingest] in_flight`).
+
+NSX DFW lines come from the simulator (`--lines`); every other format from its samples
+(`ingest_pipelines/<format>/test-*.log`, only the lines the samples expect as events), repeated
+to `--format-lines` with their IPv4 addresses and ephemeral ports varied. Phase B's bodies are made
+before it is timed. For NSX the simulator's own parsed rows are also bulk-indexed (phase B0) the
+way the benchmarks before 2026-12 did: one request at a time, bodies made from the rows while
+timed, so B0's rate is partly the client's.
+Engine CPU comes from `_nodes/stats/process` around each phase; per line it is the figure the
+goal speaks of (pipelines <= 2x plain indexing) and the rate ratio A/B the other (>= 0.7).
 """
 
 from __future__ import annotations
@@ -13,28 +27,109 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
+import random
+import re
 import sys
 import tempfile
 import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from doc_sections import replace_section
 
 from plugin.config import load_config
+from plugin.lines import DeclaredHeader
 from plugin.setup import run_setup
-from plugin.shipping import line_id
+from plugin.shipping import (
+    LineBatcher,
+    ShipSettings,
+    configured_shipper,
+    ingest_paths,
+    line_id,
+)
 from plugin.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINES = ROOT / "ingest_pipelines"
+NOT_FORMATS = {"logs", "network"}
+IPV4 = re.compile(r"(?<![\d.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+# a port written after an address (NSX, ASA: a.b.c.d/port, a.b.c.d:port) or as a key=value
+PORT = re.compile(r"(\d[/:]|\b(?:SPT|DPT|srcport|dstport|spt|dpt)=)(\d{4,5})\b")
 
 
 def engine_cpu_ms(store: Store) -> int:
+    """The engine's CPU time so far; the nodes cache process stats for 1 s, so wait that out."""
+    time.sleep(1.1)
     stats = store.request("GET", "/_nodes/stats/process", params={"filter_path": "nodes.*.process.cpu"})
     return sum(int(n["process"]["cpu"]["total_in_millis"]) for n in stats["nodes"].values())
 
 
-def simulated(n: int, seed: int):
+def formats() -> list[str]:
+    return sorted(p.name for p in PIPELINES.iterdir()
+                  if p.is_dir() and p.name not in NOT_FORMATS and any(p.glob("test-*.log")))
+
+
+def event_samples(fmt: str) -> list[tuple[list[str], list[str]]]:
+    """Per sample file of a format: its header lines (a file that declares its fields, W3C or
+    Zeek) and the lines its expected documents show as events."""
+    out = []
+    for log_path in sorted((PIPELINES / fmt).glob("test-*.log")):
+        header, records, declared = [], [], DeclaredHeader()
+        for line in log_path.read_text().splitlines():
+            (header if declared.consume(line.encode()) else records).append(line)
+        expected_path = log_path.with_name(log_path.name + "-expected.json")
+        expected = json.loads(expected_path.read_text()) if expected_path.exists() else []
+        if len(expected) != len(records):
+            continue
+        events = [ln for ln, doc in zip(records, expected, strict=True) if "_index" not in doc]
+        if events:
+            out.append((header, events))
+    return out
+
+
+def format_lines(fmt: str, n: int, seed: int) -> list[str]:
+    """About ``n`` lines of a format: each sample file's header, then its event lines varied, in
+    shares as large as the files' numbers of event lines."""
+    # files without a header first: a header holds for the rest of the file it starts
+    samples = sorted(event_samples(fmt), key=lambda sample: bool(sample[0]))
+    total = sum(len(events) for _, events in samples)
+    out: list[str] = []
+    for i, (header, events) in enumerate(samples):
+        out += header + varied_lines(events, max(1, n * len(events) // total), seed + i)
+    return out
+
+
+def _vary_ip(m: re.Match, rng: random.Random) -> str:
+    octets = [int(g) for g in m.groups()]
+    if max(octets) > 255 or octets[0] in (0, 255) or octets[1:] == [255, 255, 255]:
+        return m.group(0)  # a mask or a broadcast: keep
+    return f"{octets[0]}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+
+
+def _vary_port(m: re.Match, rng: random.Random) -> str:
+    port = int(m.group(2))
+    return m.group(1) + (str(rng.randrange(1024, 65536)) if 1024 <= port <= 65535 else m.group(2))
+
+
+def varied_lines(samples: list[str], n: int, seed: int) -> list[str]:
+    """``n`` lines cycling through ``samples``, each with its addresses and ephemeral ports varied.
+
+    >>> varied_lines(["a 10.1.2.3/51234->8.8.8.8/53"], 2, 1)[0].endswith("/53")
+    True
+    """
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        line = IPV4.sub(lambda m: _vary_ip(m, rng), samples[i % len(samples)])
+        out.append(PORT.sub(lambda m: _vary_port(m, rng), line))
+    return out
+
+
+def simulated(n: int, seed: int) -> tuple[list[str], pd.DataFrame]:
     from ml.simulate import Simulation, load_scenario
 
     sim = Simulation(load_scenario("default"), hours=24 * 7, seed=seed)
@@ -69,85 +164,180 @@ def _nest(row: dict) -> dict:
     return doc
 
 
-def bulk_parsed(store: Store, index: str, frame: pd.DataFrame, chunk: int) -> int:
-    written = 0
+def simulator_bodies(index: str, frame: pd.DataFrame, chunk: int) -> Iterator[bytes]:
+    """`_bulk` bodies of the simulator's parsed NSX rows, made as they are sent (so the client's
+    time is in the phase, as in the benchmarks before 2026-12)."""
     cols = [c for c in frame.columns if c not in ("incident.id", "session.id")]
     for start in range(0, len(frame), chunk):
-        part = frame.iloc[start:start + chunk][cols].to_dict("records")
         body = []
-        for i, row in enumerate(part):
+        for i, row in enumerate(frame.iloc[start:start + chunk][cols].to_dict("records")):
             doc = _nest(row)
             doc.setdefault("event", {}).update({"kind": "event", "category": ["network"],
                                                 "dataset": "fwsiem.nsx_dfw", "module": "fwsiem"})
             body.append(json.dumps({"create": {"_index": index,
-                                               "_id": line_id("bench", start + i, b"")}}))
+                                               "_id": line_id("sim", start + i, b"")}}))
             body.append(json.dumps(doc))
-        resp = store.request("POST", "/_bulk", body="\n".join(body) + "\n")
-        written += sum(1 for it in resp["items"] if next(iter(it.values()))["status"] == 201)
-    return written
+        yield ("\n".join(body) + "\n").encode()
+
+
+def indexed_bodies(store: Store, events: str, path: str, index: str, chunk: int) -> list[bytes]:
+    """`_bulk` bodies of the documents the pipelines indexed from ``path``, unchanged."""
+    store.refresh(events)
+    bodies, body = [], []
+    for hit in store.scan(events, query={"term": {"log.file.path": path}}, size=5000):
+        body.append(json.dumps({"create": {"_index": index, "_id": hit["_id"]}}))
+        body.append(json.dumps(hit["_source"]))
+        if len(body) >= 2 * chunk:
+            bodies.append(("\n".join(body) + "\n").encode())
+            body = []
+    if body:
+        bodies.append(("\n".join(body) + "\n").encode())
+    return bodies
+
+
+def phase_pipeline(config, store: Store, path: str) -> dict:
+    """Phase A: the file through the shipper and the pipelines."""
+    settings, shipper = configured_shipper(config, lambda: store)
+    batcher = LineBatcher(shipper, settings)
+    cpu0, own0, t = engine_cpu_ms(store), time.process_time(), time.perf_counter()
+    ingest_paths([path], batcher)
+    wall = time.perf_counter() - t
+    own, cpu = time.process_time() - own0, (engine_cpu_ms(store) - cpu0) / 1000
+    s = shipper.stats
+    if s.spooled or getattr(s, "not_spooled", 0):
+        sys.exit(f"{path}: {s.spooled} lines spooled: the engine refused them; see the log")
+    return {"lines": s.indexed + s.dead_lettered, "events": s.indexed, "dead": s.dead_lettered,
+            "wall": wall,
+            "client_cpu": own, "engine_cpu": cpu}
+
+
+def phase_plain(store: Store, bodies: Iterable[bytes], in_flight: int = 1) -> dict:
+    """Phase B: ready documents to `_bulk` without a pipeline, ``in_flight`` requests at a time."""
+    cpu0, own0, t = engine_cpu_ms(store), time.process_time(), time.perf_counter()
+    written = 0
+    sent: deque[Future] = deque()
+
+    def account(resp: dict) -> int:
+        return sum(1 for it in resp["items"] if next(iter(it.values()))["status"] == 201)
+
+    with ThreadPoolExecutor(in_flight) as pool:
+        for body in bodies:
+            if len(sent) >= in_flight:
+                written += account(sent.popleft().result())
+            sent.append(pool.submit(store.request, "POST", "/_bulk", body=body))
+        while sent:
+            written += account(sent.popleft().result())
+    wall = time.perf_counter() - t
+    return {"docs": written, "wall": wall, "client_cpu": time.process_time() - own0,
+            "engine_cpu": (engine_cpu_ms(store) - cpu0) / 1000}
+
+
+def row(fmt: str, a: dict, b: dict) -> dict:
+    rate_a, rate_b = a["lines"] / a["wall"], b["docs"] / b["wall"]
+    us_a, us_b = 1e6 * a["engine_cpu"] / a["lines"], 1e6 * b["engine_cpu"] / b["docs"]
+    return {"format": fmt, "lines": a["lines"], "dead": a["dead"], "rate_a": rate_a,
+            "rate_b": rate_b, "us_a": us_a, "us_b": us_b, "cpu_x": us_a / us_b,
+            "ratio": rate_a / rate_b, "ship_us": 1e6 * a["client_cpu"] / a["lines"]}
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| format | lines | dead letters | A: lines/s through the pipelines | B: docs/s plain "
+           "| engine CPU/line A | engine CPU/doc B | CPU A/B (goal <= 2) | rate A/B (goal >= 0.7) "
+           "| shipper CPU/line |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['format']} | {r['lines']:,} | {r['dead']:,} | {r['rate_a']:,.0f} | "
+                   f"{r['rate_b']:,.0f} | {r['us_a']:.0f} µs | {r['us_b']:.0f} µs | "
+                   f"{r['cpu_x']:.2f} | **{r['ratio']:.2f}** | {r['ship_us']:.0f} µs |")
+    return "\n".join(out)
+
+
+def header(args, store: Store, in_flight: int, load0: tuple) -> str:
+    mem = Path("/proc/meminfo").read_text().split()[1]
+    cmd = " ".join(["python", "scripts/bench_ingest.py", *sys.argv[1:]])
+    return (f"## Ingest through the pipelines vs plain indexing, per format (current)\n\n"
+            f"Command: `{cmd}` ({args.lines:,} NSX DFW lines from the simulator, "
+            f"{args.format_lines:,} lines per other format varied from its samples; shipper "
+            f"`[ingest] in_flight = {in_flight}`). Engine: {store.flavor} {store.version}, one node "
+            f"(`fwsiem engine start`, 1 GiB heap). Machine: {os.cpu_count()} cores, "
+            f"{int(mem) // 2**20} GiB, **shared with other engineers' work**: load average "
+            f"{load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. Date: "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default=os.environ.get("FWSIEM_URL", "http://127.0.0.1:9201"))
-    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--lines", type=int, default=200_000, help="NSX DFW lines (simulated).")
+    ap.add_argument("--format-lines", type=int, default=20_000,
+                    help="Lines per other format (varied from its samples).")
+    ap.add_argument("--formats", default="", help="Comma-separated formats (default: all).")
+    ap.add_argument("--in-flight", type=int, default=None,
+                    help="[ingest] in_flight for the shipper (default: the configuration's).")
     ap.add_argument("--seed", type=int, default=17)
+    ap.add_argument("--write", action="store_true",
+                    help="Write the table into BENCHMARKS.md (section `ingest`).")
     ap.add_argument("--keep", action="store_true", help="Keep the benchmark's data streams.")
     args = ap.parse_args()
 
-    config = load_config(env={}).with_overrides("engine", url=args.url)
-    store = Store.connect(config.engine)
+    chosen = [f for f in args.formats.split(",") if f] or formats()
     tag = f"bench{int(time.time())}"
     piped, raw = f"logs-fwsiem.{tag}-pipeline", f"logs-fwsiem.{tag}-raw"
-    run_setup(store, config.with_overrides("indices", events=piped))
-    print(f"engine: {store.flavor} {store.version} at {store.safe_url}; {args.lines:,} lines")
+    load0 = os.getloadavg()
+    tmp = tempfile.TemporaryDirectory()
+    config = (load_config(env={}).with_overrides("engine", url=args.url,
+                                                 spool_dir=f"{tmp.name}/spool")
+              .with_overrides("indices", events=piped)
+              .with_overrides("ingest", in_flight=args.in_flight))
+    store = Store.connect(config.engine)
+    run_setup(store, config)
+    chunk = int(config.engine.bulk_chunk)
+    in_flight = ShipSettings.from_config(config).in_flight
+    print(f"engine: {store.flavor} {store.version} at {store.safe_url}; formats {chosen}; "
+          f"{args.lines:,} NSX lines, {args.format_lines:,} per other format; "
+          f"in_flight {in_flight}", flush=True)
 
-    t = time.perf_counter()
-    lines, frame = simulated(args.lines, args.seed)
-    print(f"simulated {len(lines):,} lines and {len(frame):,} parsed events in "
-          f"{time.perf_counter() - t:.1f}s")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "dfwpktlogs.log"
-        path.write_text("\n".join(lines) + "\n")
-        del lines
-        toml = Path(tmp) / "fwsiem.toml"
-        toml.write_text(f'[engine]\nurl = "{args.url}"\nspool_dir = "{tmp}/spool"\n'
-                        f'[indices]\nevents = "{piped}"\n')
-        env = dict(os.environ, FWSIEM_CONFIG=str(toml))
-        env.pop("FWSIEM_URL", None)
+    files: dict[str, str] = {}
+    frame = None
+    for i, fmt in enumerate(chosen):
+        if fmt == "nsx_dfw":
+            lines, frame = simulated(args.lines, args.seed)
+        else:
+            lines = format_lines(fmt, args.format_lines, args.seed + 100 * i)
+            if not lines:
+                print(f"{fmt}: no sample lines expected as events; skipped")
+                continue
+        files[fmt] = f"{tmp.name}/bench-{fmt}.log"
+        Path(files[fmt]).write_text("\n".join(lines) + "\n")
+        # Warm-up, not measured, so that scripts are compiled and JIT-ed.
+        warm = f"{tmp.name}/warm-{fmt}.log"
+        Path(warm).write_text("\n".join(lines[:2000]) + "\n")
+        phase_pipeline(config, store, warm)
+        phase_plain(store, indexed_bodies(store, piped, warm, raw, chunk))
 
-        cpu0, child0 = engine_cpu_ms(store), resource.getrusage(resource.RUSAGE_CHILDREN)
-        t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "plugin", "ingest", "--json", "--no-progress",
-                              str(path)], env=env, capture_output=True, text=True)
-        wall_a = time.perf_counter() - t
-        child1, cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN), engine_cpu_ms(store)
-        if out.returncode != 0:
-            sys.exit(f"fwsiem ingest failed ({out.returncode}): {out.stderr[-2000:]}")
-        summary = json.loads(out.stdout[out.stdout.index("{"):])
-    ship_cpu_a = (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
-    eng_cpu_a = (cpu1 - cpu0) / 1000
-    done_a = summary["indexed"] + summary["dead_lettered"]
-
-    self0, cpu0 = resource.getrusage(resource.RUSAGE_SELF), engine_cpu_ms(store)
-    t = time.perf_counter()
-    done_b = bulk_parsed(store, raw, frame, int(config.engine.bulk_chunk))
-    wall_b = time.perf_counter() - t
-    self1, cpu1 = resource.getrusage(resource.RUSAGE_SELF), engine_cpu_ms(store)
-    ship_cpu_b = (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
-    eng_cpu_b = (cpu1 - cpu0) / 1000
-
-    rate_a, rate_b = done_a / wall_a, done_b / wall_b
-    print(f"A  fwsiem ingest + pipelines: {done_a:,} docs ({summary['indexed']:,} events, "
-          f"{summary['dead_lettered']:,} dead letters) in {wall_a:.1f}s = {rate_a:,.0f} lines/s; "
-          f"CPU shipper {ship_cpu_a:.1f}s, engine {eng_cpu_a:.1f}s")
-    print(f"B  parsed events, no pipeline: {done_b:,} docs in {wall_b:.1f}s = {rate_b:,.0f} docs/s; "
-          f"CPU bulk client {ship_cpu_b:.1f}s, engine {eng_cpu_b:.1f}s")
-    print(f"ratio A/B = {rate_a / rate_b:.2f} (goal >= 0.7); shipper CPU / engine CPU in A = "
-          f"{ship_cpu_a / max(eng_cpu_a, 1e-9):.2f} (goal < 1)")
+    rows = []
+    for fmt, path in files.items():
+        a = phase_pipeline(config, store, path)
+        b = phase_plain(store, indexed_bodies(store, piped, path, raw, chunk), in_flight)
+        rows.append(row(fmt, a, b))
+        print(f"{fmt}: A {a['lines']:,} lines ({a['events']:,} events, {a['dead']:,} dead letters) "
+              f"in {a['wall']:.1f}s, engine {a['engine_cpu']:.1f}s, shipper {a['client_cpu']:.1f}s"
+              f"; B {b['docs']:,} docs in {b['wall']:.1f}s, engine {b['engine_cpu']:.1f}s, "
+              f"client {b['client_cpu']:.1f}s; rate A/B {rows[-1]['ratio']:.2f}", flush=True)
+        if fmt == "nsx_dfw" and frame is not None:
+            b0 = phase_plain(store, simulator_bodies(raw, frame, chunk))
+            rows.append(row("nsx_dfw vs B0 (simulator rows, made while timed, as before)", a, b0))
+            print(f"nsx_dfw B0: {b0['docs']:,} simulator rows in {b0['wall']:.1f}s, engine "
+                  f"{b0['engine_cpu']:.1f}s; rate A/B0 {rows[-1]['ratio']:.2f}", flush=True)
+    text = table(rows)
+    print(text)
+    if args.write:
+        replace_section(ROOT / "BENCHMARKS.md", "ingest", header(args, store, in_flight, load0)
+                        + "\n\n" + text, "# Benchmarks")
     if not args.keep:
         store.delete_index(piped)
         store.delete_index(raw)
+    tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ class CollectingShipper(Shipper):
                          spool=Spool(tmp_path / "spool"))
         self.sent: list[dict] = []
 
-    def send(self, batch):
+    def submit(self, batch):
         self.sent += [json.loads(s) for _, s in batch.items]
         self.stats.indexed += len(batch)
 

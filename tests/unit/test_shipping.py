@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from plugin.errors import EngineUnavailable, InputError
+from plugin.config import load_config
+from plugin.errors import ConfigError, EngineUnavailable, InputError
 from plugin.shipping import (
     Batch,
     IngestStats,
@@ -160,3 +161,11 @@ def test_follow_reads_appends_rotation_and_truncation_exactly_once(tmp_path, col
         thread.join(10)
     assert [d["message"] for d in shipper.sent] == ["a1", "a2", "a3", "partial-done", "a5", "b1", "c"]
     assert [d["log"]["offset"] for d in shipper.sent] == [0, 3, 6, 9, 22, 0, 0]
+
+
+def test_in_flight_is_read_from_the_configuration_and_must_be_one_or_more():
+    config = load_config(env={})
+    assert ShipSettings.from_config(config.with_overrides("ingest", in_flight=4)).in_flight == 4
+    for bad in (0, -1, "two"):
+        with pytest.raises(ConfigError, match=r"\[ingest\] in_flight"):
+            ShipSettings.from_config(config.with_overrides("ingest", in_flight=bad))
