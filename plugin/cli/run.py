@@ -48,6 +48,9 @@ def command(app: AppContext, from_, to, partition):
         raise ConfigError("--to must be after --from")
     i, n = parse_partition(partition)
     events = app.config.index("events_pattern")
+    # Events an ingest has just written are counted too (a backfill often follows one at once).
+    if to_ms is not None:
+        app.store.refresh(events)
     if to_ms is not None and not app.store.count(events):
         raise InputError(f"no events in {events} at {app.store.safe_url} to backfill",
                          hint="ingest logs with `fwsiem ingest` first, or check [indices] "
