@@ -21,9 +21,12 @@ class CollectingShipper(Shipper):
         super().__init__(_unreachable, events_index="e", deadletter_index="d",
                          spool=Spool(tmp_path / "spool"))
         self.sent: list[dict] = []
+        self.ids: set[str] = set()
 
     def submit(self, batch):
-        self.sent += [json.loads(s) for _, s in batch.items]
+        for action, source in batch.items:
+            self.sent.append(json.loads(source))
+            self.ids.add(json.loads(action)["create"]["_id"])
         self.stats.indexed += len(batch)
 
 

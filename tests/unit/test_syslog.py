@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 
-from plugin.shipping import LineBatcher, Shipper, ShipSettings, Spool
+from plugin.shipping import LineBatcher, ShipSettings
 from plugin.syslog import StreamFramer, SyslogReceiver, split_datagram
 
 
@@ -37,22 +36,8 @@ def test_a_datagram_with_several_lines_gives_several_messages():
     assert split_datagram(b"<14>one\r\n<14>two\n\n") == [b"<14>one", b"<14>two"]
 
 
-class _Collecting(Shipper):
-    def __init__(self, tmp_path):
-        super().__init__(lambda: None, events_index="e", deadletter_index="d",
-                         spool=Spool(tmp_path / "spool"))
-        self.sent: list[dict] = []
-        self.ids: set[str] = set()
-
-    def send(self, batch):
-        for action, source in batch.items:
-            self.sent.append(json.loads(source))
-            self.ids.add(json.loads(action)["create"]["_id"])
-        self.stats.indexed += len(batch)
-
-
-def test_every_message_received_over_udp_and_tcp_is_shipped_once(tmp_path):
-    shipper = _Collecting(tmp_path)
+def test_every_message_received_over_udp_and_tcp_is_shipped_once(collecting_shipper):
+    shipper = collecting_shipper
     batcher = LineBatcher(shipper, ShipSettings(batch_docs=50), module="nsx")
     receiver = SyslogReceiver(batcher, udp_port=0, tcp_port=0, queue_size=10).start()
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
