@@ -395,13 +395,7 @@ class PeerMemory:
         peers = list(peers)
         if not peers:
             return 0.0
-        seen = self._seen.get(entity)
-        if seen is None:
-            seen = self._seen[entity] = OrderedDict()
-            if len(self._seen) > self.max_entities:
-                self._seen.popitem(last=False)
-        else:
-            self._seen.move_to_end(entity)
+        seen = _recent_entry(self._seen, entity, OrderedDict, self.max_entities)
         new = 0
         for p in peers:
             if p in seen:
@@ -415,6 +409,25 @@ class PeerMemory:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+def _recent_entry(table: OrderedDict, key, factory, limit: int):
+    """``table[key]``, made with ``factory()`` when absent, as the most recently used entry;
+    the least recently used entry goes once ``table`` holds more than ``limit``.
+
+    >>> t = OrderedDict()
+    >>> _recent_entry(t, "a", list, 1).append(1); _ = _recent_entry(t, "b", list, 1)
+    >>> list(t)
+    ['b']
+    """
+    entry = table.get(key)
+    if entry is None:
+        entry = table[key] = factory()
+        if len(table) > limit:
+            table.popitem(last=False)
+    else:
+        table.move_to_end(key)
+    return entry
 
 
 class NoveltyMemory:
@@ -455,13 +468,7 @@ class NoveltyMemory:
 
     def _fan_in(self, target: str, count: float) -> float:
         """``count`` plus the target's counts of the previous ``FAN_IN_WINDOWS - 1`` windows."""
-        recent = self.fan_in.get(target)
-        if recent is None:
-            recent = self.fan_in[target] = deque()
-            if len(self.fan_in) > self.max_entities:
-                self.fan_in.popitem(last=False)
-        else:
-            self.fan_in.move_to_end(target)
+        recent = _recent_entry(self.fan_in, target, deque, self.max_entities)
         recent.append((self.windows, count))
         while recent[0][0] <= self.windows - FAN_IN_WINDOWS:
             recent.popleft()
