@@ -158,6 +158,8 @@ class EntityProfiles:
                                    for f, k in zip(self.features, kinds, strict=True)])
         basis = F.SHARE_BASIS.get(entity_type, {})
         self._basis = [(j, basis[f]) for j, f in enumerate(self.features) if f in basis]
+        carried = F.CARRIED_BY.get(entity_type, {})
+        self._carried = [(j, carried[f]) for j, f in enumerate(self.features) if f in carried]
         self._alpha = np.where(self._rare, rare_alpha, alpha)
         self._rate_alpha = rare_alpha if self._rare.any() else 0.0
         self.population_alpha = population_alpha
@@ -303,6 +305,9 @@ class EntityProfiles:
         for j, b in self._basis:
             n = float(x.get(b, 0.0))
             z[j] *= n / (n + self.share_evidence)
+        for j, b in self._carried:
+            n = float(x.get(b, 0.0))
+            z[j] *= n / (n + F.CONNECTION_EVIDENCE)
         if peak is not None:
             z = np.where(gauss & (v <= peak + self.peak_margin), np.minimum(z, 0.0), z)
         lam = np.maximum(rate, self.min_rate)

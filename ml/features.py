@@ -57,6 +57,14 @@ SHARE_BASIS: dict[str, dict[str, str]] = {
     "target": {},
 }
 
+#: Volumes that arrive with the connections that carried them: a service's packets and bytes
+#: come on the lines (or flow records) that close its sessions, so one long session lands its
+#: whole counter in one window. Their evidence grows with the connections behind them
+#: (``n / (n + CONNECTION_EVIDENCE)`` of the basis count): one SSH session of hours ending is
+#: a transfer, not a flood; a flood comes with connections.
+CARRIED_BY: dict[str, dict[str, str]] = {"service": {"packets": "events", "bytes": "events"}}
+CONNECTION_EVIDENCE = 1.0
+
 #: Features that say the same thing twice (a count and its share, bytes and packets): the
 #: evidence of separate families is combined, within a family only the strongest counts.
 FEATURE_FAMILY: dict[str, str] = {

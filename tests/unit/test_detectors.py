@@ -291,3 +291,23 @@ def test_a_targets_unanswered_sources_add_up_over_three_windows():
     sums = [memory.apply("target", [("192.0.2.7", {"unanswered_sources": n})])[0][1]
             ["unanswered_sources"] for n in (1.0, 2.0, 3.0, 0.0, 0.0)]
     assert sums == [1.0, 3.0, 6.0, 5.0, 3.0]
+
+
+def test_one_long_session_landing_on_a_service_is_not_a_flood_but_many_connections_are():
+    svc = list(F.FEATURES["service"])
+    det = WindowDetector("service", svc)
+    rng = random.Random(3)
+
+    def ssh(events, packets):
+        return ("10.0.0.9:22", {"events": events, "src_ips": 1, "packets": packets,
+                                "bytes": packets * 120, "failed_share": 0.0, "from_inside": events,
+                                "_class": "internal<internal"})
+
+    for _ in range(300):    # a few short admin sessions a minute
+        n = rng.randint(0, 2)
+        det.process([ssh(n, n * rng.randint(10, 40))] if n else [])
+    # a session held open for hours ends: its whole counter lands in this window, on one line
+    assert [f for f in det.process([ssh(1, 11_000)]) if f.severity != "low"] == []
+    # the same packets on three hundred connections are a flood
+    found = det.process([ssh(300, 11_000)])
+    assert [f.entity for f in found if f.severity != "low"] == ["10.0.0.9:22"]
