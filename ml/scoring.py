@@ -175,12 +175,13 @@ def score_attacks(anomalies: list[dict], incs: list[dict], attacks: list[dict],
         mine = [i for i in serious if incident_names(i, att["ips"])
                 and _span(i, window_ms)[0] <= hi and _span(i, window_ms)[1] > lo]
         true_ids |= {i["incident"]["id"] for i in mine}
-        first = None
+        first, by = None, None
         for i in mine:
             for a in by_incident.get(i["incident"]["id"], []):
                 ws = epoch_ms(a["window"]["start"])
-                if overlaps_ips(a, att["ips"]) and ws + window_ms > lo and ws <= hi:
-                    first = ws if first is None else min(first, ws)
+                if (overlaps_ips(a, att["ips"]) and ws + window_ms > lo and ws <= hi
+                        and (first is None or ws < first)):
+                    first, by = ws, i
         docs = [a for a in anomalies if a.get("severity") in MEDIUM_UP
                 and overlaps_ips(a, att["ips"])
                 and epoch_ms(a["window"]["start"]) + window_ms > lo
@@ -188,6 +189,7 @@ def score_attacks(anomalies: list[dict], incs: list[dict], attacks: list[dict],
         rows.append({"name": att["name"], "named": first is not None,
                      "named_2w": first is not None and first <= lo + 2 * window_ms,
                      "delay": None if first is None else max(0, (first - lo) // window_ms),
+                     "by": None if by is None else by.get("message", by["incident"]["id"]),
                      "incidents": len(mine), "anomalies": len(docs)})
     false = [i for i in serious if i["incident"]["id"] not in true_ids]
     return {"attacks": rows, "false_incidents": len(false), "incidents": len(serious),
