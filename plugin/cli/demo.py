@@ -71,11 +71,14 @@ def command(app, workdir, scenario, hours, seed, port, as_json):
               lambda: invoke([*root, "simulate", "--scenario", scenario, "--hours", str(hours),
                               "--seed", str(seed), "--out", str(sim)]))
     truth = json.loads((sim / "truth.json").read_text())
-    # The simulated tenants' address space is the "internal" side for the allow-list recommender
-    # (seed 000's data uses public-looking 192.x.0.0/16 tenants).
+    # The simulated tenants' address space is the estate ("internal") for the allow-list
+    # recommender and for anomaly detection, as a deployment sets [run] internal_networks to
+    # its own ranges (seed 000's data uses public-looking 192.x.0.0/16 tenants: left at the
+    # RFC 1918 default, every VM would count as an internet host).
     orgs = [o["cidr"] for o in truth.get("datacenter", {}).get("orgs", []) if o.get("cidr")]
-    if orgs and "FWSIEM_RECOMMEND_INTERNAL_NETWORKS" not in os.environ:
-        os.environ["FWSIEM_RECOMMEND_INTERNAL_NETWORKS"] = json.dumps(orgs)
+    for var in ("FWSIEM_RECOMMEND_INTERNAL_NETWORKS", "FWSIEM_RUN_INTERNAL_NETWORKS"):
+        if orgs and var not in os.environ:
+            os.environ[var] = json.dumps(orgs)
     steps.run("ingest the NSX DFW log and the nfdump flows through the pipelines",
               lambda: invoke_parallel([[*root, "ingest", "--no-progress", str(sim / "nsx")],
                                        [*root, "ingest", "--no-progress", str(sim / "flows" / "nfdump.csv")]]))
