@@ -129,9 +129,17 @@ def _count(items) -> dict:
 
 # -- real captures: attacks named by incidents ---------------------------------------------------
 
-def incident_names(inc: dict, ips: set) -> bool:
-    """Whether an incident document names one of ``ips`` (its lead, a target or a source)."""
-    named = {str(inc["incident"]["lead"]["value"])}
+def incident_names(inc: dict, ips: set, hosts: set = frozenset(),
+                   rules: set = frozenset()) -> bool:
+    """Whether an incident document names one of ``ips`` (its lead, a target or a source), or
+    is led by one of ``hosts`` or ``rules`` (a hypervisor's or a rule's deny spike is the same
+    attack seen from the firewall that logged it, as for anomaly documents in :func:`overlaps`).
+    """
+    lead = inc["incident"]["lead"]
+    if (lead.get("type") == "host" and str(lead["value"]) in hosts) or (
+            lead.get("type") == "rule" and str(lead["value"]) in rules):
+        return True
+    named = {str(lead["value"])}
     ents = inc.get("entities", {})
     named |= {str(t["value"]).rsplit(":", 1)[0] for t in ents.get("targets", [])}
     named |= {str(s["value"]) for s in ents.get("sources", [])}
@@ -151,8 +159,9 @@ def score_attacks(anomalies: list[dict], incs: list[dict], attacks: list[dict],
     medium-or-higher incident names one of its addresses and one of that incident's anomaly
     documents (any severity: members are reported low) points at one of them in a window
     starting at most 2 windows after the attack's start. Its documents are the medium+
-    incidents and anomalies that name its addresses while it lasts. Every other medium+
-    incident is a false one.
+    incidents and anomalies that name its addresses while it lasts (an attack may also carry
+    the ``hosts`` and ``rules`` that logged it: an incident led by one of them is about it).
+    Every other medium+ incident is a false one.
 
     >>> inc = {"severity": "high", "incident": {"id": "i1", "lead": {"value": "10.0.0.5"},
     ...        "first_window": "2024-01-01T00:01:00Z", "last_window": "2024-01-01T00:02:00Z"}}
@@ -172,7 +181,8 @@ def score_attacks(anomalies: list[dict], incs: list[dict], attacks: list[dict],
     rows, true_ids = [], set()
     for att in attacks:
         lo, hi = att["start"], att["end"]
-        mine = [i for i in serious if incident_names(i, att["ips"])
+        mine = [i for i in serious
+                if incident_names(i, att["ips"], att.get("hosts", ()), att.get("rules", ()))
                 and _span(i, window_ms)[0] <= hi and _span(i, window_ms)[1] > lo]
         true_ids |= {i["incident"]["id"] for i in mine}
         first, by = None, None

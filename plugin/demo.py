@@ -120,8 +120,8 @@ def summarize(store: Store, config: Config, truth: dict, window_s: float) -> dic
     incs = incidents(truth, {})
     result = score(serious, incs, epoch_ms(truth["start"]), epoch_ms(truth["end"]) + window_ms,
                    window_ms)
-    attacks = [{"name": i["kind"], "start": i["start"], "end": i["end"], "ips": i["ips"]}
-               for i in incs]
+    attacks = [{"name": i["kind"], "start": i["start"], "end": i["end"], "ips": i["ips"],
+                "hosts": i["hosts"]} for i in incs]
     named = score_attacks(anomalies, found, attacks, window_ms)
     rows = []
     for inc, raw, att in zip(incs, truth.get("incidents", []), named["attacks"], strict=True):

@@ -177,6 +177,7 @@ def incident_table(docs: list[dict], found: list[dict], incs: list[dict], eval_f
                    eval_to: int, window_ms: int) -> list[str]:
     """Truth incidents of day 2 named by fwsiem incidents, and the precision of those."""
     attacks = [{"name": i["kind"], "start": i["start"], "end": i["end"], "ips": i["ips"],
+                "hosts": i["hosts"], "rules": i["rules"],
                 "day2": eval_from <= i["start"] < eval_to} for i in incs]
     active = [i for i in found
               if epoch_ms(i["incident"]["last_window"]) + window_ms > eval_from
