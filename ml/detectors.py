@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from river import anomaly, compose, preprocessing, stats
 from river.base import AnomalyDetector
-from scipy.special import gammainc, ndtri
+from scipy.special import betainc, gammainc, ndtri
 
 from ml import features as F
 from ml.features import SHARE_FEATURES
@@ -119,7 +119,8 @@ class EntityProfiles:
     - ``share``: against the EW mean, weighted by how many events it is a share of, and
       only ``peak_margin`` above the entity's highest share so far;
     - ``count`` of rare events (denied attempts, new internal peers): the Poisson tail at the
-      entity's long-run rate, shrunk towards its class's rate;
+      entity's long-run rate, shrunk towards its class's rate; the negative binomial tail with
+      the entity's own spread where its counts come in bursts (wider than Poisson);
     - ``novelty`` (an external address or a service the estate has never seen): the Poisson
       tail at the rate such things appeared in the entity's class over the last
       ``rate_windows`` windows.
@@ -313,6 +314,14 @@ class EntityProfiles:
         lam = np.maximum(rate, self.min_rate)
         count = np.where(self._rare, v, 0.0)
         tail = gammainc(np.maximum(count, 1e-12), lam)      # P(X >= count), X ~ Poisson(lam)
+        if peak is not None:
+            # attempts come in bursts (a scanner's visit, a host's background probing): where
+            # the entity's own counts spread wider than Poisson, the tail is the negative
+            # binomial with that spread (a gamma mixture of Poisson rates)
+            wide = self._rare & ~self._novel & (var > lam * 1.0001) & (count > 0)
+            if wide.any():
+                r = lam[wide] ** 2 / (var[wide] - lam[wide])
+                tail[wide] = betainc(count[wide], r, lam[wide] / (r + lam[wide]))
         z = np.where(self._rare & (count > 0), -ndtri(np.clip(tail, 1e-300, 1.0)), z)
         if self.watched(cls) < self.novelty_windows:
             # before the estate has been watched a while, everything is a first

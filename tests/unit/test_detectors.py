@@ -249,12 +249,12 @@ def test_a_short_quiet_history_leans_on_its_class_for_the_spread():
         p = EntityProfiles("service", ["events", "bytes"],
                            variance_prior=variance_prior)
         rng = random.Random(6)
-        for i in range(400):   # egress services in general: bytes vary over orders of magnitude
+        for i in range(400):   # busy egress services in general: bytes vary over orders of magnitude
             p.learn(f"s{i % 40}", "external<internal",
-                    {"events": 2, "bytes": 10 ** rng.uniform(2, 6)})
+                    {"events": 900, "bytes": 10 ** rng.uniform(2, 6)})
         for _ in range(6):     # one mail server seen a few times, always with ~1 kB
-            p.learn("mx:587", "external<internal", {"events": 2, "bytes": 1000})
-        z, known = p.deviations("mx:587", "external<internal", {"events": 2, "bytes": 60_000})
+            p.learn("mx:587", "external<internal", {"events": 900, "bytes": 1000})
+        z, known = p.deviations("mx:587", "external<internal", {"events": 900, "bytes": 60_000})
         return known, float(z[1])
 
     assert fed(0.0)[0] and fed(0.0)[1] > 3.7          # alone, six quiet windows say "critical"
