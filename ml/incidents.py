@@ -101,9 +101,10 @@ class IncidentTracker:
     Many sources on one target therefore make one incident on that target.
 
     An incident is opened by a medium-or-higher finding on an address, rule or host; its lead
-    is that of its strongest such finding. In every window, the strongest finding on the lead
-    address keeps its severity (for a ``STANDING`` type only when that raises the incident's:
-    its first window, an escalation); every other member is reported at ``low`` (the
+    is that of its strongest such finding. In every window, the strongest burst on the lead
+    address keeps its severity, and so does its strongest ``STANDING`` condition when that
+    raises the incident's (its first window, an escalation); every other member is reported at
+    ``low`` (the
     incident carries the severity), and beyond ``max_members`` per window members are only counted
     (folded).
 
@@ -192,7 +193,11 @@ class IncidentTracker:
         inc.keys |= keys
         inc.last_ms = max(inc.last_ms, start_ms)
         on_lead = [f for f in group if node(f) == inc.lead]
-        top = max(on_lead, key=lambda f: f.score) if on_lead else None
+        # the strongest burst on the lead address and its strongest standing condition are
+        # judged apart: a flood on a host under background scanning is still reported
+        tops = {id(max(fs, key=lambda f: f.score))
+                for fs in ([f for f in on_lead if f.entity_type in STANDING],
+                           [f for f in on_lead if f.entity_type not in STANDING]) if fs}
         written = 0
         serious = False
         for f in sorted(group, key=lambda f: -f.score):
@@ -210,14 +215,15 @@ class IncidentTracker:
             elif f.entity_type != "target":     # a probed host: the lead names it
                 _count(inc.targets, f"{f.entity_type}:{f.entity}", self.max_listed)
             inc.member_count += 1
-            if f is top and (f.entity_type not in STANDING
-                             or SEVERITIES.index(f.severity) > inc.reported):
+            top = id(f) in tops
+            if top and (f.entity_type not in STANDING
+                        or SEVERITIES.index(f.severity) > inc.reported):
                 # a standing condition (a host under Internet scanning for hours) is reported
                 # when it raises the incident's severity; while it goes on the incident
                 # carries it. Other leads keep their severity every window.
                 inc.reported = max(inc.reported, SEVERITIES.index(f.severity))
                 out[id(f)] = Member(f, inc, f.severity, True)
-            elif f is top:
+            elif top:
                 out[id(f)] = Member(f, inc, "low", True)
             elif written < self.max_members:
                 out[id(f)] = Member(f, inc, "low", False)

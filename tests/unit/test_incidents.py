@@ -50,6 +50,16 @@ def test_a_host_under_standing_scanning_is_reported_again_only_when_it_gets_wors
     assert t.update([worse], {}, 4 * W)[0].severity == "critical"
 
 
+def test_a_flood_on_a_host_under_standing_scanning_keeps_its_severity():
+    t = IncidentTracker(W)
+    probed = finding("target", "192.0.2.80", 9.0, "high", unanswered_sources=30)
+    t.update([probed], {}, 0)
+    flood = finding("service", "192.0.2.80:443", 6.5, "high", src_ips=100)
+    out = t.update([probed, flood], {}, W)
+    assert out[0].incident is out[1].incident
+    assert [m.severity for m in out] == ["low", "high"]     # the scanning goes on, the flood is new
+
+
 def test_unrelated_attacks_are_separate_and_lows_open_nothing():
     t = IncidentTracker(W)
     a = finding("source", "203.0.113.9", 8.0, "high", dst_ports=500)
