@@ -119,8 +119,9 @@ class EntityProfiles:
     - ``share``: against the EW mean, weighted by how many events it is a share of, and
       only ``peak_margin`` above the entity's highest share so far;
     - ``count`` of rare events (denied attempts, new internal peers): the Poisson tail at the
-      entity's long-run rate, shrunk towards its class's rate; the negative binomial tail with
-      the entity's own spread where its counts come in bursts (wider than Poisson);
+      entity's long-run rate, shrunk towards its class's rate; for a recurring background
+      (``ml.features.RECURRING``) the negative binomial tail with the entity's own spread where
+      its counts come in bursts (wider than Poisson);
     - ``novelty`` (an external address or a service the estate has never seen): the Poisson
       tail at the rate such things appeared in the entity's class over the last
       ``rate_windows`` windows.
@@ -155,6 +156,8 @@ class EntityProfiles:
         self._share = np.array([k == "share" for k in kinds])
         self._rare = np.array([k in ("count", "novelty") for k in kinds])
         self._novel = np.array([k == "novelty" for k in kinds])
+        recurring = F.RECURRING.get(entity_type, frozenset())
+        self._recurring = np.array([f in recurring for f in self.features])
         self._evidence = np.array([F.VOLUME_EVIDENCE.get(f, 0.0) if k == "volume" else 0.0
                                    for f, k in zip(self.features, kinds, strict=True)])
         basis = F.SHARE_BASIS.get(entity_type, {})
@@ -318,7 +321,7 @@ class EntityProfiles:
             # attempts come in bursts (a scanner's visit, a host's background probing): where
             # the entity's own counts spread wider than Poisson, the tail is the negative
             # binomial with that spread (a gamma mixture of Poisson rates)
-            wide = self._rare & ~self._novel & (var > lam * 1.0001) & (count > 0)
+            wide = self._recurring & (var > lam * 1.0001) & (count > 0)
             if wide.any():
                 r = lam[wide] ** 2 / (var[wide] - lam[wide])
                 tail[wide] = betainc(count[wide], r, lam[wide] / (r + lam[wide]))

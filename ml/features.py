@@ -57,6 +57,13 @@ SHARE_BASIS: dict[str, dict[str, str]] = {
     "target": {},
 }
 
+#: Rare counts of a recurring background (a scanner's visits, the Internet probing an exposed
+#: host): their bursts repeat, so an entity whose counts spread wider than Poisson is judged
+#: with that spread (``ml.detectors.EntityProfiles``). First contacts (new peers) are new only
+#: once: a past burst of them says little about the next, and they stay Poisson.
+RECURRING: dict[str, frozenset] = {"source": frozenset({"denied"}),
+                                   "target": frozenset({"unanswered_sources"})}
+
 #: Volumes that arrive with the connections that carried them: a service's packets and bytes
 #: come on the lines (or flow records) that close its sessions, so one long session lands its
 #: whole counter in one window. Their evidence grows with the connections behind them

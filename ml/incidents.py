@@ -102,8 +102,9 @@ class IncidentTracker:
 
     An incident is opened by a medium-or-higher finding on an address, rule or host; its lead
     is that of its strongest such finding. In every window, the strongest burst on the lead
-    address keeps its severity, and so does its strongest ``STANDING`` condition when that
-    raises the incident's (its first window, an escalation); every other member is reported at
+    address (or, when the lead shows only its standing condition, the strongest burst tied to
+    it) keeps its severity, and so does its strongest ``STANDING`` condition when that raises
+    the incident's (its first window, an escalation); every other member is reported at
     ``low`` (the
     incident carries the severity), and beyond ``max_members`` per window members are only counted
     (folded).
@@ -193,11 +194,13 @@ class IncidentTracker:
         inc.keys |= keys
         inc.last_ms = max(inc.last_ms, start_ms)
         on_lead = [f for f in group if node(f) == inc.lead]
-        # the strongest burst on the lead address and its strongest standing condition are
-        # judged apart: a flood on a host under background scanning is still reported
-        tops = {id(max(fs, key=lambda f: f.score))
-                for fs in ([f for f in on_lead if f.entity_type in STANDING],
-                           [f for f in on_lead if f.entity_type not in STANDING]) if fs}
+        # the strongest burst and the strongest standing condition on the lead address are
+        # judged apart: a flood on a host under background scanning is still reported, and so
+        # is a new attacker tied to a host whose only finding is its standing scanning
+        standing = [f for f in on_lead if f.entity_type in STANDING]
+        bursts = [f for f in on_lead if f.entity_type not in STANDING] or [
+            f for f in group if f.entity_type in ADDRESSED - STANDING]
+        tops = {id(max(fs, key=lambda f: f.score)) for fs in (standing, bursts) if fs}
         written = 0
         serious = False
         for f in sorted(group, key=lambda f: -f.score):
@@ -222,7 +225,7 @@ class IncidentTracker:
                 # when it raises the incident's severity; while it goes on the incident
                 # carries it. Other leads keep their severity every window.
                 inc.reported = max(inc.reported, SEVERITIES.index(f.severity))
-                out[id(f)] = Member(f, inc, f.severity, True)
+                out[id(f)] = Member(f, inc, f.severity, node(f) == inc.lead)
             elif top:
                 out[id(f)] = Member(f, inc, "low", True)
             elif written < self.max_members:
