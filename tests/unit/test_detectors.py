@@ -311,3 +311,18 @@ def test_one_long_session_landing_on_a_service_is_not_a_flood_but_many_connectio
     # the same packets on three hundred connections are a flood
     found = det.process([ssh(300, 11_000)])
     assert [f.entity for f in found if f.severity != "low"] == ["10.0.0.9:22"]
+
+
+def test_a_scanners_usual_bursts_are_not_news_but_a_deny_spike_is():
+    from ml.detectors import EntityProfiles
+
+    p = EntityProfiles("source", ["events", "denied"])
+    rng = random.Random(4)
+    for _ in range(3000):   # a background scanner: mostly one denied attempt, now and then a few
+        k = rng.choice((1, 1, 1, 1, 2, 2, 3, 5, 8))
+        p.learn("80.82.67.95", "external", {"events": k, "denied": k})
+        p.end_window()
+    usual, known = p.deviations("80.82.67.95", "external", {"events": 12, "denied": 12})
+    assert known and usual[1] < 3.0        # Poisson at its mean rate would say 4.2 (medium)
+    spike, _ = p.deviations("80.82.67.95", "external", {"events": 300, "denied": 300})
+    assert spike[1] > 10.0

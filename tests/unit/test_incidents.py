@@ -60,6 +60,17 @@ def test_a_flood_on_a_host_under_standing_scanning_keeps_its_severity():
     assert [m.severity for m in out] == ["low", "high"]     # the scanning goes on, the flood is new
 
 
+def test_a_new_attacker_tied_to_a_host_under_standing_scanning_is_still_reported():
+    t = IncidentTracker(W)
+    probed = finding("target", "192.0.2.80", 9.0, "high", unanswered_sources=30)
+    t.update([probed], {}, 0)
+    brute = finding("source", "198.51.100.7", 7.0, "high", events=300)
+    out = t.update([probed, brute], {("source", "198.51.100.7"): ["192.0.2.80"]}, W)
+    assert out[0].incident is out[1].incident
+    assert [m.severity for m in out] == ["low", "high"]
+    assert not out[1].lead          # a member of the host's incident, at its own severity
+
+
 def test_unrelated_attacks_are_separate_and_lows_open_nothing():
     t = IncidentTracker(W)
     a = finding("source", "203.0.113.9", 8.0, "high", dst_ports=500)
