@@ -156,8 +156,8 @@ class EntityProfiles:
         self._share = np.array([k == "share" for k in kinds])
         self._rare = np.array([k in ("count", "novelty") for k in kinds])
         self._novel = np.array([k == "novelty" for k in kinds])
-        recurring = F.RECURRING.get(entity_type, frozenset())
-        self._recurring = np.array([f in recurring for f in self.features])
+        self._recurring = {cls: np.array([f in feats for f in self.features])
+                           for cls, feats in F.RECURRING.get(entity_type, {}).items()}
         self._evidence = np.array([F.VOLUME_EVIDENCE.get(f, 0.0) if k == "volume" else 0.0
                                    for f, k in zip(self.features, kinds, strict=True)])
         basis = F.SHARE_BASIS.get(entity_type, {})
@@ -321,7 +321,8 @@ class EntityProfiles:
             # attempts come in bursts (a scanner's visit, a host's background probing): where
             # the entity's own counts spread wider than Poisson, the tail is the negative
             # binomial with that spread (a gamma mixture of Poisson rates)
-            wide = self._recurring & (var > lam * 1.0001) & (count > 0)
+            recurring = self._recurring.get(cls, self._recurring.get("", False))
+            wide = recurring & (var > lam * 1.0001) & (count > 0)
             if wide.any():
                 r = lam[wide] ** 2 / (var[wide] - lam[wide])
                 tail[wide] = betainc(count[wide], r, lam[wide] / (r + lam[wide]))

@@ -57,12 +57,15 @@ SHARE_BASIS: dict[str, dict[str, str]] = {
     "target": {},
 }
 
-#: Rare counts of a recurring background (a scanner's visits, the Internet probing an exposed
-#: host): their bursts repeat, so an entity whose counts spread wider than Poisson is judged
-#: with that spread (``ml.detectors.EntityProfiles``). First contacts (new peers) are new only
-#: once: a past burst of them says little about the next, and they stay Poisson.
-RECURRING: dict[str, frozenset] = {"source": frozenset({"denied"}),
-                                   "target": frozenset({"unanswered_sources"})}
+#: Rare counts of the Internet's recurring background, per entity type and class (``""``: any
+#: class): an internet scanner's visits, the probing of an exposed host. Their bursts repeat, so
+#: an entity whose counts spread wider than Poisson is judged with that spread
+#: (``ml.detectors.EntityProfiles``). An internal host's refused attempts are its own doing and
+#: first contacts (new peers) are new only once: they stay Poisson.
+RECURRING: dict[str, dict[str, frozenset]] = {
+    "source": {"external": frozenset({"denied"})},
+    "target": {"": frozenset({"unanswered_sources"})},
+}
 
 #: Volumes that arrive with the connections that carried them: a service's packets and bytes
 #: come on the lines (or flow records) that close its sessions, so one long session lands its
