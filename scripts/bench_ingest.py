@@ -18,8 +18,10 @@ to `--format-lines` with their IPv4 addresses and ephemeral ports varied. Phase 
 before it is timed. For NSX the simulator's own parsed rows are also bulk-indexed (phase B0) the
 way the benchmarks before 2026-12 did: one request at a time, bodies made from the rows while
 timed, so B0's rate is partly the client's.
-Engine CPU comes from `_nodes/stats/process` around each phase; per line it is the figure the
-goal speaks of (pipelines <= 2x plain indexing) and the rate ratio A/B the other (>= 0.7).
+Engine CPU is read around each phase, once per engine process (scripts/engine_cpu.py: from
+/proc/<pid>/stat for an engine on this host, else one node's `_nodes/stats/process` per process,
+so nodes sharing one JVM are not counted once each); per line it is the figure the goal speaks
+of (pipelines <= 2x plain indexing) and the rate ratio A/B the other (>= 0.7).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from doc_sections import replace_section
+from engine_cpu import EngineCpu
 
 from plugin.config import load_config
 from plugin.lines import DeclaredHeader
@@ -59,13 +62,6 @@ NOT_FORMATS = {"logs", "network"}
 IPV4 = re.compile(r"(?<![\d.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 # a port written after an address (NSX, ASA: a.b.c.d/port, a.b.c.d:port) or as a key=value
 PORT = re.compile(r"(\d[/:]|\b(?:SPT|DPT|srcport|dstport|spt|dpt)=)(\d{4,5})\b")
-
-
-def engine_cpu_ms(store: Store) -> int:
-    """The engine's CPU time so far; the nodes cache process stats for 1 s, so wait that out."""
-    time.sleep(1.1)
-    stats = store.request("GET", "/_nodes/stats/process", params={"filter_path": "nodes.*.process.cpu"})
-    return sum(int(n["process"]["cpu"]["total_in_millis"]) for n in stats["nodes"].values())
 
 
 def formats() -> list[str]:
@@ -195,25 +191,25 @@ def indexed_bodies(store: Store, events: str, path: str, index: str, chunk: int)
     return bodies
 
 
-def phase_pipeline(config, store: Store, path: str) -> dict:
+def phase_pipeline(config, store: Store, cpu: EngineCpu, path: str) -> dict:
     """Phase A: the file through the shipper and the pipelines."""
     settings, shipper = configured_shipper(config, lambda: store)
     batcher = LineBatcher(shipper, settings)
-    cpu0, own0, t = engine_cpu_ms(store), time.process_time(), time.perf_counter()
+    cpu0, own0, t = cpu.seconds(), time.process_time(), time.perf_counter()
     ingest_paths([path], batcher)
     wall = time.perf_counter() - t
-    own, cpu = time.process_time() - own0, (engine_cpu_ms(store) - cpu0) / 1000
+    own, used = time.process_time() - own0, cpu.seconds() - cpu0
     s = shipper.stats
     if s.spooled or getattr(s, "not_spooled", 0):
         sys.exit(f"{path}: {s.spooled} lines spooled: the engine refused them; see the log")
     return {"lines": s.indexed + s.dead_lettered, "events": s.indexed, "dead": s.dead_lettered,
             "wall": wall,
-            "client_cpu": own, "engine_cpu": cpu}
+            "client_cpu": own, "engine_cpu": used}
 
 
-def phase_plain(store: Store, bodies: Iterable[bytes], in_flight: int = 1) -> dict:
+def phase_plain(store: Store, cpu: EngineCpu, bodies: Iterable[bytes], in_flight: int = 1) -> dict:
     """Phase B: ready documents to `_bulk` without a pipeline, ``in_flight`` requests at a time."""
-    cpu0, own0, t = engine_cpu_ms(store), time.process_time(), time.perf_counter()
+    cpu0, own0, t = cpu.seconds(), time.process_time(), time.perf_counter()
     written = 0
     sent: deque[Future] = deque()
 
@@ -229,7 +225,7 @@ def phase_plain(store: Store, bodies: Iterable[bytes], in_flight: int = 1) -> di
             written += account(sent.popleft().result())
     wall = time.perf_counter() - t
     return {"docs": written, "wall": wall, "client_cpu": time.process_time() - own0,
-            "engine_cpu": (engine_cpu_ms(store) - cpu0) / 1000}
+            "engine_cpu": cpu.seconds() - cpu0}
 
 
 def row(fmt: str, a: dict, b: dict) -> dict:
@@ -252,14 +248,15 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def header(args, store: Store, in_flight: int, load0: tuple) -> str:
+def header(args, store: Store, cpu: EngineCpu, in_flight: int, load0: tuple) -> str:
     mem = Path("/proc/meminfo").read_text().split()[1]
     cmd = " ".join(["python", "scripts/bench_ingest.py", *sys.argv[1:]])
     return (f"## Ingest through the pipelines vs plain indexing, per format (current)\n\n"
             f"Command: `{cmd}` ({args.lines:,} NSX DFW lines from the simulator, "
             f"{args.format_lines:,} lines per other format varied from its samples; shipper "
-            f"`[ingest] in_flight = {in_flight}`). Engine: {store.flavor} {store.version}, one node "
-            f"(`fwsiem engine start`, 1 GiB heap). Machine: {os.cpu_count()} cores, "
+            f"`[ingest] in_flight = {in_flight}`). Engine: {store.flavor} {store.version}, "
+            f"{cpu.nodes} node(s) in {cpu.processes} process(es) (`fwsiem engine start`). "
+            f"Machine: {os.cpu_count()} cores, "
             f"{int(mem) // 2**20} GiB, **shared with other engineers' work**: load average "
             f"{load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. Date: "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
@@ -291,6 +288,7 @@ def main() -> None:
               .with_overrides("ingest", in_flight=args.in_flight))
     store = Store.connect(config.engine)
     run_setup(store, config)
+    cpu = EngineCpu(store)
     chunk = int(config.engine.bulk_chunk)
     in_flight = ShipSettings.from_config(config).in_flight
     print(f"engine: {store.flavor} {store.version} at {store.safe_url}; formats {chosen}; "
@@ -312,27 +310,27 @@ def main() -> None:
         # Warm-up, not measured, so that scripts are compiled and JIT-ed.
         warm = f"{tmp.name}/warm-{fmt}.log"
         Path(warm).write_text("\n".join(lines[:2000]) + "\n")
-        phase_pipeline(config, store, warm)
-        phase_plain(store, indexed_bodies(store, piped, warm, raw, chunk))
+        phase_pipeline(config, store, cpu, warm)
+        phase_plain(store, cpu, indexed_bodies(store, piped, warm, raw, chunk))
 
     rows = []
     for fmt, path in files.items():
-        a = phase_pipeline(config, store, path)
-        b = phase_plain(store, indexed_bodies(store, piped, path, raw, chunk), in_flight)
+        a = phase_pipeline(config, store, cpu, path)
+        b = phase_plain(store, cpu, indexed_bodies(store, piped, path, raw, chunk), in_flight)
         rows.append(row(fmt, a, b))
         print(f"{fmt}: A {a['lines']:,} lines ({a['events']:,} events, {a['dead']:,} dead letters) "
               f"in {a['wall']:.1f}s, engine {a['engine_cpu']:.1f}s, shipper {a['client_cpu']:.1f}s"
               f"; B {b['docs']:,} docs in {b['wall']:.1f}s, engine {b['engine_cpu']:.1f}s, "
               f"client {b['client_cpu']:.1f}s; rate A/B {rows[-1]['ratio']:.2f}", flush=True)
         if fmt == "nsx_dfw" and frame is not None:
-            b0 = phase_plain(store, simulator_bodies(raw, frame, chunk))
+            b0 = phase_plain(store, cpu, simulator_bodies(raw, frame, chunk))
             rows.append(row("nsx_dfw vs B0 (simulator rows, made while timed, as before)", a, b0))
             print(f"nsx_dfw B0: {b0['docs']:,} simulator rows in {b0['wall']:.1f}s, engine "
                   f"{b0['engine_cpu']:.1f}s; rate A/B0 {rows[-1]['ratio']:.2f}", flush=True)
     text = table(rows)
     print(text)
     if args.write:
-        replace_section(ROOT / "BENCHMARKS.md", "ingest", header(args, store, in_flight, load0)
+        replace_section(ROOT / "BENCHMARKS.md", "ingest", header(args, store, cpu, in_flight, load0)
                         + "\n\n" + text, "# Benchmarks")
     if not args.keep:
         store.delete_index(piped)
