@@ -193,7 +193,7 @@ def test_expected_documents_match_their_sample_line_count(expected: Path):
 
 @pytest.mark.parametrize(("fmt", "pipeline", "tag"), [
     ("w3c", "windows_firewall/fwsiem-windows-firewall.json", "parse_w3c_record"),
-    ("zeek", "zeek/fwsiem-zeek.json", "parse_tsv_record"),
+    ("zeek", "zeek/fwsiem-zeek.json", "parse_record"),
 ])
 def test_standard_layout_of_declared_fields_agrees_with_the_shipper(fmt, pipeline, tag):
     """The shipper leaves a header's field list out when it is the standard layout, so the
