@@ -77,7 +77,8 @@ def _renamed(node, prefix: str):
         return node
     out = {k: _renamed(v, prefix) for k, v in node.items()}
     if isinstance(out.get("pipeline"), dict) and "name" in out["pipeline"]:
-        out["pipeline"]["name"] = prefix + out["pipeline"]["name"]
+        out["pipeline"]["name"] = prefix + out["pipeline"]["name"]  # a template too: the prefix
+        # is put before what it renders
     return out
 
 
