@@ -77,8 +77,8 @@ def _renamed(node, prefix: str):
         return node
     out = {k: _renamed(v, prefix) for k, v in node.items()}
     if isinstance(out.get("pipeline"), dict) and "name" in out["pipeline"]:
-        out["pipeline"]["name"] = prefix + out["pipeline"]["name"]  # a template too: the prefix
-        # is put before what it renders
+        # a templated name too: the prefix goes before what it renders
+        out["pipeline"]["name"] = prefix + out["pipeline"]["name"]
     return out
 
 
@@ -166,7 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default="http://127.0.0.1:9251")
     parser.add_argument("--lines", type=int, default=20000, help="lines simulated per format")
-    parser.add_argument("--batch", type=int, default=1000, help="documents per _simulate request")
+    parser.add_argument("--batch", type=int, default=1000, help="documents per _simulate (--cpu: _bulk) request")
     parser.add_argument("--warmup", type=int, default=2,
                         help="unmeasured _simulate requests per format before timing")
     parser.add_argument("--cpu", action="store_true",
