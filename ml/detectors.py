@@ -223,6 +223,10 @@ class EntityProfiles:
                 self._rate_n = np.concatenate([self._rate_n, np.zeros(grow)])
         return i
 
+    def keeps(self, entity: str) -> bool:
+        """Whether ``entity``'s own profile is kept here (by the worker that owns it)."""
+        return entity in self._index
+
     def seen(self, entity: str) -> bool:
         """Whether ``entity`` was ever observed (its ``first_seen`` is 0)."""
         return entity in self._index or entity in self._known
