@@ -421,7 +421,7 @@ class WindowRunner:
                             ", ".join(str(j) for j in range(self.partitions) if j not in got),
                             self.partitions)
             time.sleep(delay)
-            delay = min(1.0, delay * 2)
+            delay = min(0.2, delay * 2)
         types = {t: n for n, t in enumerate(self.s.entity_types)}
         merged = sorted(((types.get(p["finding"]["entity_type"], len(types)),
                           p["finding"]["entity"], j, p) for j, ps in got.items() for p in ps),
