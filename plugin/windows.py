@@ -337,7 +337,10 @@ class WindowRunner:
     def detect(self, start_ms: int, end_ms: int, data: dict, state: RunState,
                chain: str = "") -> list[dict] | None:
         """Score and learn the window; returns its anomaly documents and the documents of the
-        incidents they belong to (``event.dataset`` tells them apart; changes ``state``)."""
+        incidents they belong to (``event.dataset`` tells them apart; changes ``state``).
+
+        A partitioned worker shares its findings with the others first (:meth:`exchange`;
+        ``chain`` is its checkpoint's): ``None`` when the run is stopped while it waits."""
         part = f"{self.partition}/{self.partitions}"
         found: list[tuple[Finding, str, list]] = []
         links: dict = {}
@@ -366,8 +369,9 @@ class WindowRunner:
             if everyone is None:
                 return None
             found, links, owners = everyone
-            for etype, det in state.detectors.items():
-                det.close(f.entity for f, _, _ in found if f.entity_type == etype)
+            for etype in data["rows"]:
+                state.detectors[etype].close(f.entity for f, _, _ in found
+                                             if f.entity_type == etype)
         return window_documents(found, links, state.incidents, start_ms, end_ms, part, owners)
 
     # -- partitioned workers ------------------------------------------------------------------
