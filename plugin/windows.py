@@ -340,7 +340,11 @@ class WindowRunner:
         incidents they belong to (``event.dataset`` tells them apart; changes ``state``).
 
         A partitioned worker shares its findings with the others first (:meth:`exchange`;
-        ``chain`` is its checkpoint's): ``None`` when the run is stopped while it waits."""
+        ``chain`` is its checkpoint's): ``None``, and the window is not written, when the run
+        is stopped while it waits or when this worker's first window is before the first
+        window of another worker that started afresh (following live data, workers started a
+        moment apart may fall on either side of a window's end): the models then start afresh
+        with the next window, so that all begin with the same one."""
         part = f"{self.partition}/{self.partitions}"
         found: list[tuple[Finding, str, list]] = []
         links: dict = {}
@@ -375,6 +379,27 @@ class WindowRunner:
         return window_documents(found, links, state.incidents, start_ms, end_ms, part, owners)
 
     # -- partitioned workers ------------------------------------------------------------------
+    def _exchange_tag(self, chain: str) -> str:
+        settings = dataclasses.replace(self.s, state_key_file="", retry_max_s=0, poll_s=0,
+                                       lag_ms=0)
+        return hashlib.sha1(f"{settings!r}|{DETECTOR_VERSION}|{self.partitions}|{chain}"
+                            .encode()).hexdigest()
+
+    def _started_later(self, start_ms: int, tag: str, others: set[int],
+                       ahead: int = 5) -> bool:
+        """Whether one of ``others`` published the first window of a fresh start (``tag``)
+        within ``ahead`` windows after ``start_ms``."""
+        w = self.s.window_ms
+        ids = [self._exchange_id(j, start_ms + w * k) for j in sorted(others)
+               for k in range(1, ahead + 1)]
+        resp = self.retry("reading the findings of the other workers", lambda: self.store.request(
+            "POST", f"/{self.state_index}/_mget", body={"ids": ids}, ignore=(404,)))
+        for d in (resp or {}).get("docs", []):
+            payload = (d.get("_source") or {}).get("payload") or {}
+            if payload.get("tag") == tag and payload.get("window_start_ms", 0) > start_ms:
+                return True
+        return False
+
     def _exchange_id(self, partition: int, start_ms: int) -> str:
         slot = start_ms // self.s.window_ms % EXCHANGE_WINDOWS
         return f"run-findings-{partition}-of-{self.partitions}-{slot}"
@@ -383,16 +408,14 @@ class WindowRunner:
                  ) -> tuple[list, dict, list[str]] | None:
         """Publish this worker's findings of the window in the state index and wait for every
         other worker's: all the window's findings, in the order one worker finds them, with
-        their links and workers (``None`` when the run is stopped while waiting).
+        their links and workers; ``None`` when the run is stopped while waiting, or when this
+        is the worker's first window and another started afresh after it (:meth:`detect`).
 
         Every worker then closes the window's class rates and groups the incidents alike.
         A document counts only from a worker with the same detection settings that has
         processed the same windows (``chain``, the digest of those before this one).
         """
-        settings = dataclasses.replace(self.s, state_key_file="", retry_max_s=0, poll_s=0,
-                                       lag_ms=0)
-        tag = hashlib.sha1(f"{settings!r}|{DETECTOR_VERSION}|{self.partitions}|{chain}"
-                           .encode()).hexdigest()
+        tag = self._exchange_tag(chain)
         mine = [{"finding": dataclasses.asdict(f), "kind": kind,
                  "any_of": [list(a) for a in any_of],
                  "links": links.get((f.entity_type, f.entity), [])}
@@ -414,6 +437,9 @@ class WindowRunner:
                     got[j] = payload["findings"]
             if len(got) == self.partitions:
                 break
+            if not chain and self._following and self._started_later(start_ms, tag, set(range(self.partitions))
+                                                 - set(got)):
+                return None
             if self.stop():
                 return None
             waited = time.monotonic() - began
@@ -513,7 +539,9 @@ class WindowRunner:
         what = f"window {start_ms}-{end_ms}"
         data = self.retry(f"reading {what}", lambda: self.read_window(start_ms, end_ms, state))
         docs = self.detect(start_ms, end_ms, data, state, cp.chain)
-        if docs is None:    # stopped while waiting for the other workers: not this window
+        if docs is None:
+            # stopped while waiting for the other workers, or they start with a later window:
+            # not this window (and a first window's state is dropped: self.cp stays as it was)
             return []
         new = Checkpoint(end_ms, self.s.window_ms, cp.windows_done + 1,
                          next_chain(cp.chain, start_ms, end_ms), state)
@@ -523,12 +551,14 @@ class WindowRunner:
         return docs
 
     _horizon: int = 0
+    _following: bool = False    # started without --from: following live data
 
     def windows(self, from_ms: int | None, to_ms: int | None,
                 now: Callable[[], float] = time.time,
                 sleep: Callable[[float], None] = time.sleep) -> Iterator[tuple[int, int]]:
         """The windows still to process: backfill to ``to_ms``, or follow live data."""
         w = self.s.window_ms
+        self._following = from_ms is None
         if self.cp is not None:
             start = self.cp.window_end_ms
             if from_ms is not None and from_ms > start:
