@@ -390,15 +390,18 @@ class WindowRunner:
         """Whether one of ``others`` published the first window of a fresh start (``tag``)
         within ``ahead`` windows after ``start_ms``."""
         w = self.s.window_ms
-        ids = [self._exchange_id(j, start_ms + w * k) for j in sorted(others)
-               for k in range(1, ahead + 1)]
+        return any(p.get("tag") == tag and p.get("window_start_ms", 0) > start_ms
+                   for p in self._published([(j, start_ms + w * k) for j in sorted(others)
+                                             for k in range(1, ahead + 1)]))
+
+    def _published(self, slots: list[tuple[int, int]]) -> list[dict]:
+        """The exchange payloads in the slots of ``(partition, window start)`` (``{}`` where
+        there is none yet), read in one request."""
+        ids = [self._exchange_id(j, start) for j, start in slots]
         resp = self.retry("reading the findings of the other workers", lambda: self.store.request(
             "POST", f"/{self.state_index}/_mget", body={"ids": ids}, ignore=(404,)))
-        for d in (resp or {}).get("docs", []):
-            payload = (d.get("_source") or {}).get("payload") or {}
-            if payload.get("tag") == tag and payload.get("window_start_ms", 0) > start_ms:
-                return True
-        return False
+        return [(d.get("_source") or {}).get("payload") or {}
+                for d in (resp or {}).get("docs", [{}] * len(ids))]
 
     def _exchange_id(self, partition: int, start_ms: int) -> str:
         slot = start_ms // self.s.window_ms % EXCHANGE_WINDOWS
@@ -428,11 +431,9 @@ class WindowRunner:
         got = {self.partition: mine}
         delay, began, told = 0.02, time.monotonic(), 0.0
         while len(got) < self.partitions:
-            for j in sorted(set(range(self.partitions)) - set(got)):
-                other = self.retry(f"reading the findings of partition {j}", lambda j=j:
-                                   self.store.get_doc(self.state_index, self._exchange_id(
-                                       j, start_ms)))
-                payload = (other or {}).get("payload") or {}
+            missing = sorted(set(range(self.partitions)) - set(got))
+            for j, payload in zip(missing, self._published([(j, start_ms) for j in missing]),
+                                  strict=True):
                 if payload.get("window_start_ms") == start_ms and payload.get("tag") == tag:
                     got[j] = payload["findings"]
             if len(got) == self.partitions:
