@@ -196,12 +196,14 @@ class EntityProfiles:
         self._rates: dict[str, list] = {}         # class -> [sum, rows, deque of windows]
         self._current: dict[str, list] = {}       # class -> [sum, sum of squares, rows]
         self._pending: list = []                  # (entity, class, rare counts) of this window
+        self._alerted: set = set()                # entities learned alerted in this window
         self._known: set = set()                  # entities of the sample not learned here
 
     def __setstate__(self, state: dict) -> None:
         # a checkpoint from before the class sample: its window was closed when it was saved
         state.pop("_window", None)
         state.setdefault("_pending", [])
+        state.setdefault("_alerted", set())
         state.setdefault("_known", set())
         self.__dict__.update(state)
 
@@ -347,6 +349,8 @@ class EntityProfiles:
         marks it seen and counts for its class, so an ongoing attack does not become its
         normal. ``own``: learn the entity's profile; ``sample``: learn its class."""
         v = self.vector(x)
+        if alerted:
+            self._alerted.add(entity)
         if sample:
             self._learn_class(entity, cls, v)
         if own:
@@ -386,9 +390,9 @@ class EntityProfiles:
 
     def end_window(self, alerted: Iterable[str] = ()) -> None:
         """Close the window: the rare-event counts of its class rows join the sliding class
-        rates, but those of ``alerted`` entities (an ongoing attack does not become the rate
-        of its class)."""
-        alerted = set(alerted)
+        rates, but those of entities learned alerted here or named in ``alerted`` (found by
+        another worker): an ongoing attack does not become the rate of its class."""
+        alerted = self._alerted.union(alerted)
         window: dict[str, list] = {}
         for entity, cls, rare in self._pending:
             if entity not in alerted:
@@ -406,6 +410,7 @@ class EntityProfiles:
                 r[0] = r[0] - old_total
                 r[1] -= old_rows
         self._pending = []
+        self._alerted = set()
         self._current = {}
 
     def __len__(self) -> int:
