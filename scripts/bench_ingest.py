@@ -10,7 +10,10 @@ One run, one engine. For every format the pipelines parse, two phases:
     `fwsiem-logs` pipelines;
 (B) the documents phase A indexed (read back, unchanged) are bulk-indexed into another data
     stream without any pipeline: plain indexing of the same documents, pre-parsed, with as
-    many `_bulk` requests in flight as the shipper keeps (`[ingest] in_flight`).
+    many `_bulk` requests in flight as the shipper keeps (`[ingest] in_flight`);
+(E) the same bodies as B through a pipeline of one processor that changes nothing: what the
+    engine's ingest framework costs before any parsing (the document made into a map, run and
+    serialised again). B/E is the best rate ratio A/B any pipeline could reach on this engine.
 
 NSX DFW lines come from the simulator (`--lines`); every other format from its samples
 (`ingest_pipelines/<format>/test-*.log`, only the lines the samples expect as events), repeated
@@ -207,8 +210,18 @@ def phase_pipeline(config, store: Store, cpu: EngineCpu, path: str) -> dict:
             "client_cpu": own, "engine_cpu": used}
 
 
-def phase_plain(store: Store, cpu: EngineCpu, bodies: Iterable[bytes], in_flight: int = 1) -> dict:
-    """Phase B: ready documents to `_bulk` without a pipeline, ``in_flight`` requests at a time."""
+#: Phase E's pipeline: one processor that changes nothing
+NOOP_PIPELINE = "fwsiem-bench-noop"
+NOOP = {"description": "bench_ingest phase E: the ingest framework alone",
+        "processors": [{"remove": {"field": "fwsiem_bench_absent", "ignore_missing": True,
+                                   "tag": "noop"}}]}
+
+
+def phase_plain(store: Store, cpu: EngineCpu, bodies: Iterable[bytes], in_flight: int = 1,
+                pipeline: str | None = None) -> dict:
+    """Phase B (E with ``pipeline``): ready documents to `_bulk`, ``in_flight`` requests at a
+    time."""
+    path = f"/_bulk?pipeline={pipeline}" if pipeline else "/_bulk"
     cpu0, own0, t = cpu.seconds(), time.process_time(), time.perf_counter()
     written = 0
     sent: deque[Future] = deque()
@@ -220,7 +233,7 @@ def phase_plain(store: Store, cpu: EngineCpu, bodies: Iterable[bytes], in_flight
         for body in bodies:
             if len(sent) >= in_flight:
                 written += account(sent.popleft().result())
-            sent.append(pool.submit(store.request, "POST", "/_bulk", body=body))
+            sent.append(pool.submit(store.request, "POST", path, body=body))
         while sent:
             written += account(sent.popleft().result())
     wall = time.perf_counter() - t
@@ -228,23 +241,28 @@ def phase_plain(store: Store, cpu: EngineCpu, bodies: Iterable[bytes], in_flight
             "engine_cpu": cpu.seconds() - cpu0}
 
 
-def row(fmt: str, a: dict, b: dict) -> dict:
+def row(fmt: str, a: dict, b: dict, e: dict | None = None) -> dict:
     rate_a, rate_b = a["lines"] / a["wall"], b["docs"] / b["wall"]
     us_a, us_b = 1e6 * a["engine_cpu"] / a["lines"], 1e6 * b["engine_cpu"] / b["docs"]
-    return {"format": fmt, "lines": a["lines"], "dead": a["dead"], "rate_a": rate_a,
-            "rate_b": rate_b, "us_a": us_a, "us_b": us_b, "cpu_x": us_a / us_b,
-            "ratio": rate_a / rate_b, "ship_us": 1e6 * a["client_cpu"] / a["lines"]}
+    out = {"format": fmt, "lines": a["lines"], "dead": a["dead"], "rate_a": rate_a,
+           "rate_b": rate_b, "us_a": us_a, "us_b": us_b, "cpu_x": us_a / us_b,
+           "ratio": rate_a / rate_b, "ship_us": 1e6 * a["client_cpu"] / a["lines"]}
+    if e is not None and e["docs"]:
+        out["us_e"] = 1e6 * e["engine_cpu"] / e["docs"]
+        out["floor"] = (e["docs"] / e["wall"]) / rate_b
+    return out
 
 
 def table(rows: list[dict]) -> str:
     out = ["| format | lines | dead letters | A: lines/s through the pipelines | B: docs/s plain "
            "| engine CPU/line A | engine CPU/doc B | CPU A/B (goal <= 2) | rate A/B (goal >= 0.7) "
-           "| shipper CPU/line |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| shipper CPU/line | E: engine CPU/doc, no-op pipeline | rate E/B |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        floor = (f"{r['us_e']:.0f} µs | {r['floor']:.2f}" if "us_e" in r else "- | -")
         out.append(f"| {r['format']} | {r['lines']:,} | {r['dead']:,} | {r['rate_a']:,.0f} | "
                    f"{r['rate_b']:,.0f} | {r['us_a']:.0f} µs | {r['us_b']:.0f} µs | "
-                   f"{r['cpu_x']:.2f} | **{r['ratio']:.2f}** | {r['ship_us']:.0f} µs |")
+                   f"{r['cpu_x']:.2f} | **{r['ratio']:.2f}** | {r['ship_us']:.0f} µs | {floor} |")
     return "\n".join(out)
 
 
@@ -280,6 +298,7 @@ def main() -> None:
     chosen = [f for f in args.formats.split(",") if f] or formats()
     tag = f"bench{int(time.time())}"
     piped, raw = f"logs-fwsiem.{tag}-pipeline", f"logs-fwsiem.{tag}-raw"
+    noop = f"logs-fwsiem.{tag}-noop"
     load0 = os.getloadavg()
     tmp = tempfile.TemporaryDirectory()
     config = (load_config(env={}).with_overrides("engine", url=args.url,
@@ -288,6 +307,7 @@ def main() -> None:
               .with_overrides("ingest", in_flight=args.in_flight))
     store = Store.connect(config.engine)
     run_setup(store, config)
+    store.put_pipeline(NOOP_PIPELINE, NOOP)
     cpu = EngineCpu(store)
     chunk = int(config.engine.bulk_chunk)
     in_flight = ShipSettings.from_config(config).in_flight
@@ -312,16 +332,21 @@ def main() -> None:
         Path(warm).write_text("\n".join(lines[:2000]) + "\n")
         phase_pipeline(config, store, cpu, warm)
         phase_plain(store, cpu, indexed_bodies(store, piped, warm, raw, chunk))
+        phase_plain(store, cpu, indexed_bodies(store, piped, warm, noop, chunk),
+                    pipeline=NOOP_PIPELINE)
 
     rows = []
     for fmt, path in files.items():
         a = phase_pipeline(config, store, cpu, path)
         b = phase_plain(store, cpu, indexed_bodies(store, piped, path, raw, chunk), in_flight)
-        rows.append(row(fmt, a, b))
+        e = phase_plain(store, cpu, indexed_bodies(store, piped, path, noop, chunk), in_flight,
+                        pipeline=NOOP_PIPELINE)
+        rows.append(row(fmt, a, b, e))
         print(f"{fmt}: A {a['lines']:,} lines ({a['events']:,} events, {a['dead']:,} dead letters) "
               f"in {a['wall']:.1f}s, engine {a['engine_cpu']:.1f}s, shipper {a['client_cpu']:.1f}s"
               f"; B {b['docs']:,} docs in {b['wall']:.1f}s, engine {b['engine_cpu']:.1f}s, "
-              f"client {b['client_cpu']:.1f}s; rate A/B {rows[-1]['ratio']:.2f}", flush=True)
+              f"client {b['client_cpu']:.1f}s; E {e['docs']:,} docs in {e['wall']:.1f}s, "
+              f"engine {e['engine_cpu']:.1f}s; rate A/B {rows[-1]['ratio']:.2f}", flush=True)
         if fmt == "nsx_dfw" and frame is not None:
             b0 = phase_plain(store, cpu, simulator_bodies(raw, frame, chunk))
             rows.append(row("nsx_dfw vs B0 (simulator rows, made while timed, as before)", a, b0))
@@ -335,6 +360,8 @@ def main() -> None:
     if not args.keep:
         store.delete_index(piped)
         store.delete_index(raw)
+        store.delete_index(noop)
+        store.delete_pipeline(NOOP_PIPELINE)
     tmp.cleanup()
 
 
