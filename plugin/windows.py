@@ -62,6 +62,7 @@ class RunSettings:
     ae_history_windows: int = 1440
     incident_gap_windows: int = 120
     incident_members: int = 20
+    backfill_batch: int = 60
     feedback_ttl_s: float = 7 * 86400
     retry_max_s: float = 30.0
     seed: int = 42
@@ -98,6 +99,7 @@ class RunSettings:
             ae_history_windows=int(run.get("autoencoder_history_windows", d.ae_history_windows)),
             incident_gap_windows=int(run.get("incident_gap_windows", d.incident_gap_windows)),
             incident_members=int(run.get("incident_members", d.incident_members)),
+            backfill_batch=int(run.get("backfill_batch", d.backfill_batch)),
             feedback_ttl_s=parse_duration(run.get("feedback_ttl", "7d")),
             retry_max_s=parse_duration(run.get("retry_max", "30s")),
             seed=int(run.get("seed", d.seed)),
@@ -372,7 +374,9 @@ class WindowRunner:
     # -- writes -------------------------------------------------------------------------------
     def actions(self, docs: list[dict]) -> list[dict]:
         """Bulk actions for what :meth:`detect` returns: anomalies, then their incidents."""
-        incidents = [d for d in docs if d["event"]["dataset"] == INCIDENTS]
+        # an incident that grew in several windows of a batch: its latest state replaces the rest
+        incidents = list({d["incident"]["id"]: d for d in docs
+                          if d["event"]["dataset"] == INCIDENTS}.values())
         anomalies = [d for d in docs if d["event"]["dataset"] != INCIDENTS]
         return (anomaly_actions(self.anomalies, anomalies)
                 + incident_actions(self.incidents, incidents))
@@ -388,22 +392,39 @@ class WindowRunner:
         save_checkpoint(self.store, self.state_index, self.partition, self.partitions, cp,
                         self.key)
 
-    # -- one window ---------------------------------------------------------------------------
+    # -- windows ------------------------------------------------------------------------------
     def process(self, start_ms: int, end_ms: int) -> list[dict]:
         """Read, detect, write, checkpoint one window; exactly once across restarts."""
+        return self.process_batch([(start_ms, end_ms)])
+
+    def process_batch(self, bounds: list[tuple[int, int]]) -> list[dict]:
+        """Read, detect and write consecutive windows, then checkpoint once after the last.
+
+        Exactly once as with one checkpoint per window: a crash before the checkpoint leaves it
+        at the batch's start, and the restart processes the same windows from the same state,
+        which gives the same documents under the same ids, so what was written is overwritten,
+        never duplicated.
+        """
         cp = self.cp
         if cp is None:
             state = self.new_state()
             if self.uses_ports:
                 state.src_ports, state.dst_ports = self.retry(
-                    "choosing the top ports", lambda: self.choose_ports(start_ms, self._horizon))
-            cp = Checkpoint(start_ms, self.s.window_ms, 0, "", state)
-        state = cp.state
-        what = f"window {start_ms}-{end_ms}"
-        data = self.retry(f"reading {what}", lambda: self.read_window(start_ms, end_ms, state))
-        docs = self.detect(start_ms, end_ms, data, state)
-        new = Checkpoint(end_ms, self.s.window_ms, cp.windows_done + 1,
-                         next_chain(cp.chain, start_ms, end_ms), state)
+                    "choosing the top ports",
+                    lambda: self.choose_ports(bounds[0][0], self._horizon))
+            cp = Checkpoint(bounds[0][0], self.s.window_ms, 0, "", state)
+        state, chain, docs, done = cp.state, cp.chain, [], 0
+        for start_ms, end_ms in bounds:
+            if done and self.stop():
+                break       # asked to stop: checkpoint the windows done so far
+            data = self.retry(f"reading window {start_ms}-{end_ms}",
+                              lambda s=start_ms, e=end_ms: self.read_window(s, e, state))
+            docs += self.detect(start_ms, end_ms, data, state)
+            chain = next_chain(chain, start_ms, end_ms)
+            done += 1
+        end_ms = bounds[done - 1][1]
+        new = Checkpoint(end_ms, self.s.window_ms, cp.windows_done + done, chain, state)
+        what = f"windows {bounds[0][0]}-{end_ms}"
         self.retry(f"writing {what}", lambda: self.write(docs, new))
         self.cp = new
         self.anomalies_written += sum(d["event"]["dataset"] != INCIDENTS for d in docs)
@@ -411,11 +432,14 @@ class WindowRunner:
 
     _horizon: int = 0
 
-    def windows(self, from_ms: int | None, to_ms: int | None,
+    def batches(self, from_ms: int | None, to_ms: int | None,
                 now: Callable[[], float] = time.time,
-                sleep: Callable[[float], None] = time.sleep) -> Iterator[tuple[int, int]]:
-        """The windows still to process: backfill to ``to_ms``, or follow live data."""
+                sleep: Callable[[float], None] = time.sleep) -> Iterator[list[tuple[int, int]]]:
+        """The windows still to process, backfilling to ``to_ms`` or following live data, in
+        batches that share one checkpoint: in a backfill up to ``[run] backfill_batch`` windows
+        that are all ready now, when following live data one window."""
         w = self.s.window_ms
+        size = max(1, self.s.backfill_batch) if to_ms is not None else 1
         if self.cp is not None:
             start = self.cp.window_end_ms
             if from_ms is not None and from_ms > start:
@@ -436,5 +460,6 @@ class WindowRunner:
             if end > ready:
                 sleep(min(self.s.poll_s, (end - ready) / 1000))
                 continue
-            yield start, end
-            start = end
+            n = min(size, (self._horizon - start) // w)
+            yield [(start + i * w, start + (i + 1) * w) for i in range(n)]
+            start += n * w
