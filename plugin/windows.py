@@ -8,6 +8,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,6 +64,7 @@ class RunSettings:
     incident_gap_windows: int = 120
     incident_members: int = 20
     backfill_batch: int = 60
+    read_ahead: int = 3
     feedback_ttl_s: float = 7 * 86400
     retry_max_s: float = 30.0
     seed: int = 42
@@ -100,6 +102,7 @@ class RunSettings:
             incident_gap_windows=int(run.get("incident_gap_windows", d.incident_gap_windows)),
             incident_members=int(run.get("incident_members", d.incident_members)),
             backfill_batch=int(run.get("backfill_batch", d.backfill_batch)),
+            read_ahead=int(run.get("read_ahead", d.read_ahead)),
             feedback_ttl_s=parse_duration(run.get("feedback_ttl", "7d")),
             retry_max_s=parse_duration(run.get("retry_max", "30s")),
             seed=int(run.get("seed", d.seed)),
@@ -304,6 +307,26 @@ class WindowRunner:
         return {"rows": rows, "vector": vector, "suppressed": suppressed,
                 "events": int(head.get("_total", 0))}
 
+    def read_windows(self, bounds: list[tuple[int, int]], state: RunState) -> Iterator[dict]:
+        """:meth:`read_window` of each window in order, with up to ``[run] read_ahead`` of
+        them in flight, so the engine aggregates the next windows while this process scores
+        the current one (reads change no state, their order does not matter)."""
+        def read(start_ms: int, end_ms: int) -> dict:
+            return self.retry(f"reading window {start_ms}-{end_ms}",
+                              lambda: self.read_window(start_ms, end_ms, state))
+
+        if self.s.read_ahead <= 1 or len(bounds) == 1:
+            yield from (read(*b) for b in bounds)
+            return
+        with ThreadPoolExecutor(self.s.read_ahead, thread_name_prefix="fwsiem-read") as pool:
+            pending = deque(pool.submit(read, *b) for b in bounds[:self.s.read_ahead])
+            for b in bounds[self.s.read_ahead:]:
+                data = pending.popleft().result()
+                pending.append(pool.submit(read, *b))
+                yield data
+            while pending:
+                yield pending.popleft().result()
+
     # -- compute ------------------------------------------------------------------------------
     def detect(self, start_ms: int, end_ms: int, data: dict, state: RunState) -> list[dict]:
         """Score and learn the window; returns its anomaly documents and the documents of the
@@ -414,14 +437,16 @@ class WindowRunner:
                     lambda: self.choose_ports(bounds[0][0], self._horizon))
             cp = Checkpoint(bounds[0][0], self.s.window_ms, 0, "", state)
         state, chain, docs, done = cp.state, cp.chain, [], 0
-        for start_ms, end_ms in bounds:
-            if done and self.stop():
-                break       # asked to stop: checkpoint the windows done so far
-            data = self.retry(f"reading window {start_ms}-{end_ms}",
-                              lambda s=start_ms, e=end_ms: self.read_window(s, e, state))
-            docs += self.detect(start_ms, end_ms, data, state)
-            chain = next_chain(chain, start_ms, end_ms)
-            done += 1
+        reads = self.read_windows(bounds, state)
+        try:
+            for (start_ms, end_ms), data in zip(bounds, reads, strict=True):
+                docs += self.detect(start_ms, end_ms, data, state)
+                chain = next_chain(chain, start_ms, end_ms)
+                done += 1
+                if self.stop():
+                    break       # asked to stop: checkpoint the windows done so far
+        finally:
+            reads.close()
         end_ms = bounds[done - 1][1]
         new = Checkpoint(end_ms, self.s.window_ms, cp.windows_done + done, chain, state)
         what = f"windows {bounds[0][0]}-{end_ms}"
