@@ -17,7 +17,13 @@ from ml import features as F
 from ml.autoencoder import PortVectorAutoencoder
 from ml.detectors import Finding, WindowDetector, severity_of
 from ml.incidents import IncidentTracker
-from plugin.anomalies import active_suppressions, anomaly_actions, anomaly_document, anomaly_id
+from plugin.anomalies import (
+    active_suppressions,
+    anomaly_actions,
+    anomaly_document,
+    anomaly_id,
+    suppression_marks,
+)
 from plugin.checkpoint import (
     Checkpoint,
     OutageRetry,
@@ -276,36 +282,34 @@ class WindowRunner:
         if self.uses_ports and state.src_ports + state.dst_ports:
             aggs.update(F.port_vector_aggs(state.src_ports, state.dst_ports))
         head = self.store.aggregate(self.events, aggs, query=q)
-        rows: dict[str, list] = {}
+        rows: dict[str, list] = {etype: [] for etype in self.s.entity_types}
+        requests: list[tuple[str, dict]] = []     # (entity type, aggregation), one _msearch
         for etype in self.s.entity_types:
             card = int(head.get(etype, {}).get("value", 0) or 0)
             if card == 0:
-                rows[etype] = []
                 continue
             k = F.sub_partitions(card, self.partitions, self.s.max_buckets)
-            out: list = []
             for j in range(k):
                 include = F.partition_include(self.partition + self.partitions * j,
                                               self.partitions * k)
-                resp = self.store.aggregate(self.events, F.entity_aggs(
+                requests.append((etype, F.entity_aggs(
                     etype, size=self.s.max_buckets, include=include,
                     peer_sample=self.s.peer_sample,
                     ports_per_service=self.s.ports_per_service,
-                    internal=self.s.internal_networks), query=q)
-                if F.truncated(resp):
-                    log.warning("window %s: %s entities truncated (%d events left out); raise "
-                                "[run] max_buckets", start_ms, etype, F.truncated(resp))
-                out.extend(F.entity_rows(etype, resp))
+                    internal=self.s.internal_networks)))
+        found = self.store.aggregate_many(self.events, [a for _, a in requests], query=q)
+        for (etype, _), resp in zip(requests, found, strict=True):
+            if F.truncated(resp):
+                log.warning("window %s: %s entities truncated (%d events left out); raise "
+                            "[run] max_buckets", start_ms, etype, F.truncated(resp))
+            rows[etype].extend(F.entity_rows(etype, resp))
+        for out in rows.values():
             out.sort(key=lambda r: r[0])
-            rows[etype] = out
         vector = None
         if "ports" in head:
             vector = F.port_vector(head, state.src_ports, state.dst_ports,
                                    (end_ms - start_ms) / 1000)
-        suppressed = active_suppressions(self.store, self.anomalies, start_ms,
-                                         self.s.feedback_ttl_s)
-        return {"rows": rows, "vector": vector, "suppressed": suppressed,
-                "events": int(head.get("_total", 0))}
+        return {"rows": rows, "vector": vector, "events": int(head.get("_total", 0))}
 
     def read_windows(self, bounds: list[tuple[int, int]], state: RunState) -> Iterator[dict]:
         """:meth:`read_window` of each window in order, with up to ``[run] read_ahead`` of
@@ -437,9 +441,13 @@ class WindowRunner:
                     lambda: self.choose_ports(bounds[0][0], self._horizon))
             cp = Checkpoint(bounds[0][0], self.s.window_ms, 0, "", state)
         state, chain, docs, done = cp.state, cp.chain, [], 0
+        # the false-positive marks, once per batch (each window applies those in force)
+        marks = self.retry("reading the feedback", lambda: suppression_marks(
+            self.store, self.anomalies, self.s.feedback_ttl_s))
         reads = self.read_windows(bounds, state)
         try:
             for (start_ms, end_ms), data in zip(bounds, reads, strict=True):
+                data["suppressed"] = active_suppressions(marks, start_ms)
                 docs += self.detect(start_ms, end_ms, data, state)
                 chain = next_chain(chain, start_ms, end_ms)
                 done += 1
