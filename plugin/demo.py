@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -83,10 +84,13 @@ def invoke(args: list[str]) -> None:
         raise FwsiemError(f"`fwsiem {' '.join(args)}` exited with {code}")
 
 
-def invoke_parallel(commands: list[list[str]]) -> None:
+def invoke_parallel(commands: list[list[str]], env: dict[str, str] | None = None) -> None:
     """Run fwsiem commands as concurrent processes (e.g. one ingest per file, so the engine's
-    ingest pipelines run on every core); each prints its own summary."""
-    procs = [subprocess.Popen([sys.executable, "-m", "plugin", *args]) for args in commands]
+    ingest pipelines run on every core), with ``env`` added to their environment; each prints
+    its own summary."""
+    environ = {**os.environ, **(env or {})}
+    procs = [subprocess.Popen([sys.executable, "-m", "plugin", *args], env=environ)
+             for args in commands]
     failed = [" ".join(args) for args, p in zip(commands, procs, strict=True) if p.wait() != 0]
     if failed:
         raise FwsiemError(f"these commands failed: {'; '.join(failed)}")
