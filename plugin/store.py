@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
 
@@ -295,8 +295,15 @@ class Store:
 
     # -- cluster ------------------------------------------------------------------------------
     def health(self, wait_for_status: str | None = None, timeout: str = "30s") -> dict:
-        params = {"wait_for_status": wait_for_status, "timeout": timeout} if wait_for_status else None
-        return self.request("GET", "/_cluster/health", params=params)
+        """The cluster's health; with ``wait_for_status``, once that status is reached or after
+        ``timeout`` (an engine duration such as ``"30s"``), ``timed_out`` saying which."""
+        if not wait_for_status:
+            return self.request("GET", "/_cluster/health")
+        # in the path: both clients take a ``timeout`` parameter for their own read timeout
+        query = urlencode({"wait_for_status": wait_for_status, "timeout": timeout})
+        got = self.request("GET", f"/_cluster/health?{query}", ignore=(408,))
+        return got if got is not None else {**self.request("GET", "/_cluster/health"),
+                                            "timed_out": True}
 
     def ingest_processors(self) -> set[str]:
         """Processor types every ingest node of the cluster offers."""

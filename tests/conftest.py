@@ -53,6 +53,13 @@ def _fail_or_skip(message: str):
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def unavailable():
+    """How a test says an engine or a tool it needs is missing: a failure under CI=true, where
+    everything must be installed, a skip on a developer machine."""
+    return _fail_or_skip
+
+
 def _start(flavor: str, tmp_root: Path) -> tuple[str, Path, int]:
     home = tmp_root / flavor
     port = find_free_port(OPENSEARCH_PORTS if flavor == "opensearch" else None)

@@ -25,16 +25,9 @@ from plugin.store import Store
 pytestmark = pytest.mark.timeout(1800)
 
 REPO = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NODES = 3
 FROM, TO = "2024-03-04T00:00:00Z", "2024-03-04T00:30:00Z"  # 30 one-minute windows
 WINDOWS = 30
-
-
-def _fail_or_skip(message: str):
-    if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 def _free_run(n: int) -> int:
@@ -67,7 +60,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, unavailable):
     home = os.environ.get("FWSIEM_TEST_CLUSTER_HOME")
     started = None
     try:
@@ -95,7 +88,7 @@ def cluster(tmp_path_factory):
     except Exception as exc:
         if started is not None:
             started.stop()
-        _fail_or_skip(f"three-node opensearch cluster unavailable: {exc}")
+        unavailable(f"three-node opensearch cluster unavailable: {exc}")
     yield cluster
     if started is not None:
         started.stop()

@@ -15,18 +15,14 @@ from plugin.engine import LocalEngine, find_free_port
 from plugin.errors import EngineRequestError, EngineUnavailable
 from plugin.store import Store
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
 
 @pytest.fixture(scope="module")
-def secure_es(engine_tmp_root):
+def secure_es(engine_tmp_root, unavailable):
     eng = LocalEngine("elasticsearch", engine_tmp_root / "secure", find_free_port(), heap="512m", secure=True)
     try:
         eng.start(timeout=240)
     except Exception as exc:
-        if IN_CI:
-            pytest.fail(f"secured elasticsearch did not start: {exc}", pytrace=False)
-        pytest.skip(f"secured elasticsearch did not start: {exc}")
+        unavailable(f"secured elasticsearch did not start: {exc}")
     creds = json.loads(eng.credentials_file.read_text())
     yield eng, creds
     eng.stop()
@@ -125,15 +121,13 @@ def test_demo_passes_the_cluster_credentials_to_its_nested_steps(secure_es, tmp_
         assert "lacks the ingest processors" in out, out[-3000:]
 
 
-def test_a_secured_engine_start_never_puts_the_password_on_a_command_line(tmp_path,
-                                                                            monkeypatch):
+def test_a_secured_engine_start_never_puts_the_password_on_a_command_line(tmp_path, monkeypatch,
+                                                                            unavailable):
     eng = LocalEngine("elasticsearch", tmp_path / "home", find_free_port(), secure=True)
     try:
         dist = eng.elasticsearch_distribution()
     except Exception as exc:  # noqa: BLE001 - no distribution is a skip outside CI
-        if IN_CI:
-            raise
-        pytest.skip(f"no Elasticsearch distribution: {exc}")
+        unavailable(f"no Elasticsearch distribution: {exc}")
     conf = eng.instance_dir / "config"
     eng.instance_dir.mkdir(parents=True)
     shutil.copytree(dist / "config", conf)

@@ -16,6 +16,20 @@ def test_flavour_and_version_detected(engine):
     assert store.health()["status"] in ("yellow", "green")
 
 
+def test_health_waits_for_a_status_and_says_when_it_did_not_come(engine, unique_prefix):
+    store, index = engine.store, f"{unique_prefix}-health"
+    store.delete_index(index)
+    # a replica on a one-node engine is never assigned: the index stays yellow
+    store.create_index(index, {"settings": {"number_of_shards": 1, "number_of_replicas": 1}})
+    try:
+        yellow = store.health("yellow", timeout="20s")
+        assert yellow["timed_out"] is False and yellow["status"] in ("yellow", "green")
+        green = store.health("green", timeout="1s")
+        assert green["timed_out"] is True and green["status"] == "yellow"
+    finally:
+        store.delete_index(index)
+
+
 def test_bulk_is_idempotent_with_derived_ids(engine, unique_prefix):
     store, index = engine.store, f"{unique_prefix}-bulk"
     store.delete_index(index)
