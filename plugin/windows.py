@@ -275,8 +275,15 @@ class WindowRunner:
         aggs = self.store.aggregate(self.events, F.top_ports_aggs(self.s.top_ports), query=q)
         return F.top_ports(aggs)
 
-    def read_window(self, start_ms: int, end_ms: int, state: RunState) -> dict:
-        """Every engine read a window needs; no state is changed here (safe to retry)."""
+    def read_window(self, start_ms: int, end_ms: int, state: RunState,
+                    marks: list | None = None) -> dict:
+        """Every engine read a window needs; no state is changed here (safe to retry).
+
+        ``marks``: the false-positive marks when the caller has read them already (once per
+        batch of windows).
+        """
+        if marks is None:
+            marks = suppression_marks(self.store, self.anomalies, self.s.feedback_ttl_s)
         q = F.window_query(start_ms, end_ms)
         aggs = F.cardinality_aggs()
         if self.uses_ports and state.src_ports + state.dst_ports:
@@ -309,15 +316,17 @@ class WindowRunner:
         if "ports" in head:
             vector = F.port_vector(head, state.src_ports, state.dst_ports,
                                    (end_ms - start_ms) / 1000)
-        return {"rows": rows, "vector": vector, "events": int(head.get("_total", 0))}
+        return {"rows": rows, "vector": vector, "suppressed": active_suppressions(marks, start_ms),
+                "events": int(head.get("_total", 0))}
 
-    def read_windows(self, bounds: list[tuple[int, int]], state: RunState) -> Iterator[dict]:
+    def read_windows(self, bounds: list[tuple[int, int]], state: RunState,
+                     marks: list) -> Iterator[dict]:
         """:meth:`read_window` of each window in order, with up to ``[run] read_ahead`` of
         them in flight, so the engine aggregates the next windows while this process scores
         the current one (reads change no state, their order does not matter)."""
         def read(start_ms: int, end_ms: int) -> dict:
             return self.retry(f"reading window {start_ms}-{end_ms}",
-                              lambda: self.read_window(start_ms, end_ms, state))
+                              lambda: self.read_window(start_ms, end_ms, state, marks))
 
         if self.s.read_ahead <= 1 or len(bounds) == 1:
             yield from (read(*b) for b in bounds)
@@ -444,10 +453,9 @@ class WindowRunner:
         # the false-positive marks, once per batch (each window applies those in force)
         marks = self.retry("reading the feedback", lambda: suppression_marks(
             self.store, self.anomalies, self.s.feedback_ttl_s))
-        reads = self.read_windows(bounds, state)
+        reads = self.read_windows(bounds, state, marks)
         try:
             for (start_ms, end_ms), data in zip(bounds, reads, strict=True):
-                data["suppressed"] = active_suppressions(marks, start_ms)
                 docs += self.detect(start_ms, end_ms, data, state)
                 chain = next_chain(chain, start_ms, end_ms)
                 done += 1
