@@ -205,4 +205,7 @@ def print_summary(summary: dict, plan: DemoPlan, url: str, timings: list[tuple[s
     click.echo(f"  cluster     {url}  (indices logs-fwsiem.*, fwsiem-incidents, fwsiem-anomalies, fwsiem-recommendations)")
     click.echo(f"  simulation  {plan.sim_dir} (truth.json has the ground truth)")
     click.echo("  dashboards  fwsiem setup --kibana http://KIBANA:5601 imports them into Kibana")
-    click.echo(f"  total time  {sum(t for _, t in timings):.0f} s")
+    click.secho("\nTime per step (s):", bold=True)
+    for title, took in timings:
+        click.echo(f"  {took:7.1f}  {title}")
+    click.echo(f"  {sum(t for _, t in timings):7.1f}  total")
