@@ -287,7 +287,7 @@ class WindowRunner:
         q = F.window_query(start_ms, end_ms)
         aggs = F.cardinality_aggs()
         if self.uses_ports and state.src_ports + state.dst_ports:
-            aggs.update(F.port_vector_aggs(state.src_ports, state.dst_ports))
+            aggs.update(F.within(F.port_vector_aggs(state.src_ports, state.dst_ports), q))
         head = self.store.aggregate(self.events, aggs, query=q)
         rows: dict[str, list] = {etype: [] for etype in self.s.entity_types}
         requests: list[tuple[str, dict]] = []     # (entity type, aggregation), one _msearch
@@ -299,11 +299,11 @@ class WindowRunner:
             for j in range(k):
                 include = F.partition_include(self.partition + self.partitions * j,
                                               self.partitions * k)
-                requests.append((etype, F.entity_aggs(
+                requests.append((etype, F.within(F.entity_aggs(
                     etype, size=self.s.max_buckets, include=include,
                     peer_sample=self.s.peer_sample,
                     ports_per_service=self.s.ports_per_service,
-                    internal=self.s.internal_networks)))
+                    internal=self.s.internal_networks), q)))
         found = self.store.aggregate_many(self.events, [a for _, a in requests], query=q)
         for (etype, _), resp in zip(requests, found, strict=True):
             if F.truncated(resp):
