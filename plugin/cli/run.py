@@ -76,7 +76,8 @@ def command(app: AppContext, from_, to, partition):
         for batch in runner.batches(from_ms, to_ms):
             before = runner.cp.windows_done if runner.cp else 0
             docs = runner.process_batch(batch)
-            n = runner.cp.windows_done - before     # fewer than the batch when stopping
+            # fewer than the batch when stopping, none when a partitioned worker skips a window
+            n = (runner.cp.windows_done if runner.cp else 0) - before
             done += n
             bar.update(n)
             if to_ms is None:
