@@ -316,6 +316,37 @@ def entity_aggs(entity_type: str, *, size: int, include: dict | None = None,
     return {"entities": {"terms": terms, "aggs": sub}}
 
 
+def within(aggs: Mapping, query: dict) -> dict:
+    """``aggs`` with every ``filter`` and ``filters`` aggregation also restricted by ``query``
+    (the window's).
+
+    The result is the same, since only the window's documents reach the aggregations, but the
+    engine then matches each filter against those documents instead of finding its matches in
+    the whole index on every request (a cost that grew with the index).
+
+    >>> a = within({"x": {"filter": DENIED, "aggs": {"y": {"filter": DENIED}}}}, {"match_all": {}})
+    >>> a["x"]["aggs"]["y"]["filter"]["bool"]["filter"]
+    [{'match_all': {}}, {'term': {'event.type': 'denied'}}]
+    """
+    def scoped(q: dict) -> dict:
+        return {"bool": {"filter": [query, q]}}
+
+    out = {}
+    for name, agg in aggs.items():
+        agg = dict(agg)
+        if "filter" in agg:
+            agg["filter"] = scoped(agg["filter"])
+        if "filters" in agg:
+            named = agg["filters"]["filters"]
+            agg["filters"] = {**agg["filters"], "filters": {
+                k: scoped(q) for k, q in named.items()} if isinstance(named, Mapping) else [
+                scoped(q) for q in named]}
+        if "aggs" in agg:
+            agg["aggs"] = within(agg["aggs"], query)
+        out[name] = agg
+    return out
+
+
 def _key(bucket: Mapping) -> str:
     return str(bucket.get("key_as_string", bucket["key"]))
 

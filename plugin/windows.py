@@ -10,6 +10,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,7 @@ from plugin.anomalies import (
     anomaly_document,
     anomaly_id,
     iso,
+    suppression_marks,
 )
 from plugin.checkpoint import (
     Checkpoint,
@@ -78,6 +80,8 @@ class RunSettings:
     ae_history_windows: int = 1440
     incident_gap_windows: int = 120
     incident_members: int = 20
+    backfill_batch: int = 60
+    read_ahead: int = 3
     feedback_ttl_s: float = 7 * 86400
     retry_max_s: float = 30.0
     seed: int = 42
@@ -115,6 +119,8 @@ class RunSettings:
             ae_history_windows=int(run.get("autoencoder_history_windows", d.ae_history_windows)),
             incident_gap_windows=int(run.get("incident_gap_windows", d.incident_gap_windows)),
             incident_members=int(run.get("incident_members", d.incident_members)),
+            backfill_batch=int(run.get("backfill_batch", d.backfill_batch)),
+            read_ahead=int(run.get("read_ahead", d.read_ahead)),
             feedback_ttl_s=parse_duration(run.get("feedback_ttl", "7d")),
             retry_max_s=parse_duration(run.get("retry_max", "30s")),
             seed=int(run.get("seed", d.seed)),
@@ -291,47 +297,74 @@ class WindowRunner:
         aggs = self.store.aggregate(self.events, F.top_ports_aggs(self.s.top_ports), query=q)
         return F.top_ports(aggs)
 
-    def read_window(self, start_ms: int, end_ms: int, state: RunState) -> dict:
-        """Every engine read a window needs; no state is changed here (safe to retry)."""
+    def read_window(self, start_ms: int, end_ms: int, state: RunState,
+                    marks: list | None = None) -> dict:
+        """Every engine read a window needs; no state is changed here (safe to retry).
+
+        ``marks``: the false-positive marks when the caller has read them already (once per
+        batch of windows).
+        """
+        if marks is None:
+            marks = suppression_marks(self.store, self.anomalies, self.s.feedback_ttl_s)
         q = F.window_query(start_ms, end_ms)
         aggs = F.cardinality_aggs()
         if self.uses_ports and state.src_ports + state.dst_ports:
-            aggs.update(F.port_vector_aggs(state.src_ports, state.dst_ports))
+            aggs.update(F.within(F.port_vector_aggs(state.src_ports, state.dst_ports), q))
         head = self.store.aggregate(self.events, aggs, query=q)
-        rows: dict[str, list] = {}
+        rows: dict[str, list] = {etype: [] for etype in self.s.entity_types}
+        requests: list[tuple] = []    # (entity type, own, sample, aggregation): one _msearch
         for etype in self.s.entity_types:
             card = int(head.get(etype, {}).get("value", 0) or 0)
             if card == 0:
-                rows[etype] = []
                 continue
-            out: list = []
             for include, own, sample in F.window_reads(card, self.partition, self.partitions,
                                                        self.s.class_sample, self.s.max_buckets):
-                resp = self.store.aggregate(self.events, F.entity_aggs(
+                requests.append((etype, own, sample, F.within(F.entity_aggs(
                     etype, size=self.s.max_buckets, include=include,
                     peer_sample=self.s.peer_sample,
                     ports_per_service=self.s.ports_per_service,
-                    internal=self.s.internal_networks), query=q)
-                if F.truncated(resp):
-                    log.warning("window %s: %s entities truncated (%d events left out); raise "
-                                "[run] max_buckets", start_ms, etype, F.truncated(resp))
-                part = F.entity_rows(etype, resp)
-                for _, feats in part:
-                    if not own:
-                        feats["_own"] = False
-                    if not sample:
-                        feats["_sample"] = False
-                out.extend(part)
+                    internal=self.s.internal_networks), q)))
+        found = self.store.aggregate_many(self.events, [r[-1] for r in requests], query=q)
+        for (etype, own, sample, _), resp in zip(requests, found, strict=True):
+            if F.truncated(resp):
+                log.warning("window %s: %s entities truncated (%d events left out); raise "
+                            "[run] max_buckets", start_ms, etype, F.truncated(resp))
+            part = F.entity_rows(etype, resp)
+            for _, feats in part:
+                if not own:
+                    feats["_own"] = False
+                if not sample:
+                    feats["_sample"] = False
+            rows[etype].extend(part)
+        for out in rows.values():
             out.sort(key=lambda r: r[0])
-            rows[etype] = out
         vector = None
         if "ports" in head:
             vector = F.port_vector(head, state.src_ports, state.dst_ports,
                                    (end_ms - start_ms) / 1000)
-        suppressed = active_suppressions(self.store, self.anomalies, start_ms,
-                                         self.s.feedback_ttl_s)
-        return {"rows": rows, "vector": vector, "suppressed": suppressed,
+        return {"rows": rows, "vector": vector, "suppressed": active_suppressions(marks, start_ms),
                 "events": int(head.get("_total", 0))}
+
+    def read_windows(self, bounds: list[tuple[int, int]], state: RunState,
+                     marks: list) -> Iterator[dict]:
+        """:meth:`read_window` of each window in order, with up to ``[run] read_ahead`` of
+        them in flight, so the engine aggregates the next windows while this process scores
+        the current one (reads change no state, their order does not matter)."""
+        def read(start_ms: int, end_ms: int) -> dict:
+            return self.retry(f"reading window {start_ms}-{end_ms}",
+                              lambda: self.read_window(start_ms, end_ms, state, marks))
+
+        if self.s.read_ahead <= 1 or len(bounds) == 1:
+            yield from (read(*b) for b in bounds)
+            return
+        with ThreadPoolExecutor(self.s.read_ahead, thread_name_prefix="fwsiem-read") as pool:
+            pending = deque(pool.submit(read, *b) for b in bounds[:self.s.read_ahead])
+            for b in bounds[self.s.read_ahead:]:
+                data = pending.popleft().result()
+                pending.append(pool.submit(read, *b))
+                yield data
+            while pending:
+                yield pending.popleft().result()
 
     # -- compute ------------------------------------------------------------------------------
     def detect(self, start_ms: int, end_ms: int, data: dict, state: RunState,
@@ -510,7 +543,9 @@ class WindowRunner:
     # -- writes -------------------------------------------------------------------------------
     def actions(self, docs: list[dict]) -> list[dict]:
         """Bulk actions for what :meth:`detect` returns: anomalies, then their incidents."""
-        incidents = [d for d in docs if d["event"]["dataset"] == INCIDENTS]
+        # an incident that grew in several windows of a batch: its latest state replaces the rest
+        incidents = list({d["incident"]["id"]: d for d in docs
+                          if d["event"]["dataset"] == INCIDENTS}.values())
         anomalies = [d for d in docs if d["event"]["dataset"] != INCIDENTS]
         return (anomaly_actions(self.anomalies, anomalies)
                 + incident_actions(self.incidents, incidents))
@@ -526,26 +561,51 @@ class WindowRunner:
         save_checkpoint(self.store, self.state_index, self.partition, self.partitions, cp,
                         self.key)
 
-    # -- one window ---------------------------------------------------------------------------
+    # -- windows ------------------------------------------------------------------------------
     def process(self, start_ms: int, end_ms: int) -> list[dict]:
         """Read, detect, write, checkpoint one window; exactly once across restarts."""
+        return self.process_batch([(start_ms, end_ms)])
+
+    def process_batch(self, bounds: list[tuple[int, int]]) -> list[dict]:
+        """Read, detect and write consecutive windows, then checkpoint once after the last.
+
+        Exactly once as with one checkpoint per window: a crash before the checkpoint leaves it
+        at the batch's start, and the restart processes the same windows from the same state,
+        which gives the same documents under the same ids, so what was written is overwritten,
+        never duplicated.
+        """
         cp = self.cp
         if cp is None:
             state = self.new_state()
             if self.uses_ports:
                 state.src_ports, state.dst_ports = self.retry(
-                    "choosing the top ports", lambda: self.choose_ports(start_ms, self._horizon))
-            cp = Checkpoint(start_ms, self.s.window_ms, 0, "", state)
-        state = cp.state
-        what = f"window {start_ms}-{end_ms}"
-        data = self.retry(f"reading {what}", lambda: self.read_window(start_ms, end_ms, state))
-        docs = self.detect(start_ms, end_ms, data, state, cp.chain)
-        if docs is None:
-            # stopped while waiting for the other workers, or they start with a later window:
-            # not this window (and a first window's state is dropped: self.cp stays as it was)
+                    "choosing the top ports",
+                    lambda: self.choose_ports(bounds[0][0], self._horizon))
+            cp = Checkpoint(bounds[0][0], self.s.window_ms, 0, "", state)
+        state, chain, docs, done = cp.state, cp.chain, [], 0
+        # the false-positive marks, once per batch (each window applies those in force)
+        marks = self.retry("reading the feedback", lambda: suppression_marks(
+            self.store, self.anomalies, self.s.feedback_ttl_s))
+        reads = self.read_windows(bounds, state, marks)
+        try:
+            for (start_ms, end_ms), data in zip(bounds, reads, strict=True):
+                found = self.detect(start_ms, end_ms, data, state, chain)
+                if found is None:
+                    # stopped while waiting for the other workers, or they start with a later
+                    # window: not this window (a first window's state is dropped)
+                    break
+                docs += found
+                chain = next_chain(chain, start_ms, end_ms)
+                done += 1
+                if self.stop():
+                    break       # asked to stop: checkpoint the windows done so far
+        finally:
+            reads.close()
+        if not done:
             return []
-        new = Checkpoint(end_ms, self.s.window_ms, cp.windows_done + 1,
-                         next_chain(cp.chain, start_ms, end_ms), state)
+        end_ms = bounds[done - 1][1]
+        new = Checkpoint(end_ms, self.s.window_ms, cp.windows_done + done, chain, state)
+        what = f"windows {bounds[0][0]}-{end_ms}"
         self.retry(f"writing {what}", lambda: self.write(docs, new))
         self.cp = new
         self.anomalies_written += sum(d["event"]["dataset"] != INCIDENTS for d in docs)
@@ -554,11 +614,14 @@ class WindowRunner:
     _horizon: int = 0
     _following: bool = False    # started without --from: following live data
 
-    def windows(self, from_ms: int | None, to_ms: int | None,
+    def batches(self, from_ms: int | None, to_ms: int | None,
                 now: Callable[[], float] = time.time,
-                sleep: Callable[[float], None] = time.sleep) -> Iterator[tuple[int, int]]:
-        """The windows still to process: backfill to ``to_ms``, or follow live data."""
+                sleep: Callable[[float], None] = time.sleep) -> Iterator[list[tuple[int, int]]]:
+        """The windows still to process, backfilling to ``to_ms`` or following live data, in
+        batches that share one checkpoint: in a backfill up to ``[run] backfill_batch`` windows
+        that are all ready now, when following live data one window."""
         w = self.s.window_ms
+        size = max(1, self.s.backfill_batch) if to_ms is not None else 1
         self._following = from_ms is None
         if self.cp is not None:
             start = self.cp.window_end_ms
@@ -580,5 +643,8 @@ class WindowRunner:
             if end > ready:
                 sleep(min(self.s.poll_s, (end - ready) / 1000))
                 continue
-            yield start, end
-            start = end
+            n = min(size, (self._horizon - start) // w)
+            yield [(start + i * w, start + (i + 1) * w) for i in range(n)]
+            # a batch cut short (stopping) resumes after its last checkpointed window
+            done = self.cp.window_end_ms if self.cp is not None else start
+            start = done if done > start else start + n * w

@@ -62,8 +62,8 @@ def test_workers_following_live_data_that_start_a_window_apart_begin_together(pa
     stopped = threading.Event()
     a, b = (WindowRunner(store, config, i, 2, stop=stopped.is_set) for i in range(2))
     # started a moment apart across the end of a window: A's first window is one before B's
-    first_a = next(a.windows(None, None, now=lambda: (T0 + 2 * MIN + 500) / 1000))
-    first_b = next(b.windows(None, None, now=lambda: (T0 + 3 * MIN + 500) / 1000))
+    [first_a] = next(a.batches(None, None, now=lambda: (T0 + 2 * MIN + 500) / 1000))
+    [first_b] = next(b.batches(None, None, now=lambda: (T0 + 3 * MIN + 500) / 1000))
     assert (first_a[0], first_b[0]) == (T0 + MIN, T0 + 2 * MIN)
     written = {}
 
