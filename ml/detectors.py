@@ -133,6 +133,12 @@ class EntityProfiles:
     (``ml.features.entity_class``: internal sources with internal sources, egress services
     with egress services) instead of itself.
 
+    The class statistics are learned from the rows of the class sample (``sample=True`` in
+    :meth:`learn`; every row unless the run samples), the entities' own from the rows the
+    worker owns (``own=True``): partitioned workers that learn the same sample keep the same
+    class statistics. A row's rare counts join its class's rates when its window closes
+    (:meth:`end_window`), unless its entity was alerted in that window.
+
     Examples
     --------
     >>> p = EntityProfiles("rule", ["hits", "denied_share"])
@@ -194,8 +200,18 @@ class EntityProfiles:
         self._rate_n = np.zeros(0)                # decayed observations behind rare rates
         self._population: dict[str, list] = {}    # class -> [mean, var, rows]
         self._rates: dict[str, list] = {}         # class -> [sum, rows, deque of windows]
-        self._window: dict[str, list] = {}        # class -> [sum, rows] of this window
         self._current: dict[str, list] = {}       # class -> [sum, sum of squares, rows]
+        self._pending: list = []                  # (entity, class, rare counts) of this window
+        self._alerted: set = set()                # entities learned alerted in this window
+        self._known: set = set()                  # entities of the sample not learned here
+
+    def __setstate__(self, state: dict) -> None:
+        # a checkpoint from before the class sample: its window was closed when it was saved
+        state.pop("_window", None)
+        state.setdefault("_pending", [])
+        state.setdefault("_alerted", set())
+        state.setdefault("_known", set())
+        self.__dict__.update(state)
 
     # -- vectors ----------------------------------------------------------------------------
     def vector(self, x: Mapping) -> np.ndarray:
@@ -215,9 +231,13 @@ class EntityProfiles:
                 self._rate_n = np.concatenate([self._rate_n, np.zeros(grow)])
         return i
 
+    def keeps(self, entity: str) -> bool:
+        """Whether ``entity``'s own profile is kept here (by the worker that owns it)."""
+        return entity in self._index
+
     def seen(self, entity: str) -> bool:
         """Whether ``entity`` was ever observed (its ``first_seen`` is 0)."""
-        return entity in self._index
+        return entity in self._index or entity in self._known
 
     def class_rate(self, cls: str, exclude: np.ndarray | None = None) -> np.ndarray:
         """Rate per row of each rare feature in ``cls`` over the last ``rate_windows`` and
@@ -296,10 +316,12 @@ class EntityProfiles:
         return mean, var, None, rate, self._pop_floor
 
     # -- scoring ----------------------------------------------------------------------------
-    def deviations(self, entity: str, cls: str, x: Mapping) -> tuple[np.ndarray, bool]:
-        """Upward deviation of every feature, and whether the entity's own history was used."""
+    def deviations(self, entity: str, cls: str, x: Mapping, sample: bool = True
+                   ) -> tuple[np.ndarray, bool]:
+        """Upward deviation of every feature, and whether the entity's own history was used
+        (``sample``: the row is one of the window's class rows, left out of them here)."""
         v = self.vector(x)
-        mean, var, peak, rate, floor = self._reference(entity, cls, v)
+        mean, var, peak, rate, floor = self._reference(entity, cls, v if sample else None)
         z = np.zeros(len(self.features))
         gauss = ~self._rare
         z[gauss] = ((v - mean) / np.maximum(np.sqrt(var), floor))[gauss]
@@ -339,11 +361,22 @@ class EntityProfiles:
         return dict(zip(self.features, vals.tolist(), strict=True))
 
     # -- learning ---------------------------------------------------------------------------
-    def learn(self, entity: str, cls: str, x: Mapping, alerted: bool = False) -> None:
+    def learn(self, entity: str, cls: str, x: Mapping, alerted: bool = False, *,
+              own: bool = True, sample: bool = True) -> None:
         """Learn one observation; an alerted one of an entity with ``min_history`` windows only
         marks it seen and counts for its class, so an ongoing attack does not become its
-        normal."""
+        normal. ``own``: learn the entity's profile; ``sample``: learn its class."""
         v = self.vector(x)
+        if alerted:
+            self._alerted.add(entity)
+        if sample:
+            self._learn_class(entity, cls, v)
+        if own:
+            self._learn_entity(entity, v, alerted)
+        elif sample:
+            self._known.add(entity)
+
+    def _learn_entity(self, entity: str, v: np.ndarray, alerted: bool) -> None:
         new = entity not in self._index
         i = self._row(entity)
         if new:
@@ -360,6 +393,8 @@ class EntityProfiles:
             self._n[i] += 1
             # decayed observation count behind the rare-feature rates (their EW means)
             self._rate_n[i] = self._rate_n[i] * (1 - self._rate_alpha) + 1
+
+    def _learn_class(self, entity: str, cls: str, v: np.ndarray) -> None:
         pop = self._population.get(cls)
         if pop is None:
             self._population[cls] = [v.copy(), np.zeros_like(v), 1]
@@ -369,15 +404,21 @@ class EntityProfiles:
             pop[0] = pop[0] + a * d
             pop[1] = (1 - a) * (pop[1] + a * d * d)
             pop[2] += 1
-        if not alerted:     # nor does it become the rate of its class
-            w = self._window.setdefault(cls, [np.zeros_like(v), 0])
-            w[0] += np.where(self._rare, v, 0.0)
-            w[1] += 1
+        self._pending.append((entity, cls, np.where(self._rare, v, 0.0)))
 
-    def end_window(self) -> None:
-        """Close the window: its rare-event counts join the sliding class rates."""
-        for cls in set(self._window) | set(self._rates):
-            total, rows = self._window.get(cls, (np.zeros(len(self.features)), 0))
+    def end_window(self, alerted: Iterable[str] = ()) -> None:
+        """Close the window: the rare-event counts of its class rows join the sliding class
+        rates, but those of entities learned alerted here or named in ``alerted`` (found by
+        another worker): an ongoing attack does not become the rate of its class."""
+        alerted = self._alerted.union(alerted)
+        window: dict[str, list] = {}
+        for entity, cls, rare in self._pending:
+            if entity not in alerted:
+                w = window.setdefault(cls, [np.zeros_like(rare), 0])
+                w[0] += rare
+                w[1] += 1
+        for cls in set(window) | set(self._rates):
+            total, rows = window.get(cls, (np.zeros(len(self.features)), 0))
             r = self._rates.setdefault(cls, [np.zeros(len(self.features)), 0, deque()])
             r[2].append((total, rows))
             r[0] = r[0] + total
@@ -386,7 +427,8 @@ class EntityProfiles:
                 old_total, old_rows = r[2].popleft()
                 r[0] = r[0] - old_total
                 r[1] -= old_rows
-        self._window = {}
+        self._pending = []
+        self._alerted = set()
         self._current = {}
 
     def __len__(self) -> int:
@@ -474,12 +516,13 @@ class ProfileDetector(AnomalyDetector):
         self.last_deviations = np.zeros(len(self.features))
 
     def score_one(self, x: dict) -> float:
-        z, _ = self.profiles.deviations(x["_entity"], x["_class"], x)
+        z, _ = self.profiles.deviations(x["_entity"], x["_class"], x, x.get("_sample", True))
         self.last_deviations = z
         return combined_score(self.features, z)
 
     def learn_one(self, x: dict) -> None:
-        self.profiles.learn(x["_entity"], x["_class"], x, alerted=bool(x.get("_alerted")))
+        self.profiles.learn(x["_entity"], x["_class"], x, alerted=bool(x.get("_alerted")),
+                            own=x.get("_own", True), sample=x.get("_sample", True))
 
 
 class WindowDetector:
@@ -550,16 +593,23 @@ class WindowDetector:
         return f"window.{self.entity_type}"
 
     def process(self, rows: Iterable[tuple[str, dict]],
-                suppressed: Mapping[str, set] | None = None) -> list[Finding]:
+                suppressed: Mapping[str, set] | None = None, close: bool = True
+                ) -> list[Finding]:
         """Score one window's rows, report findings, then learn the window.
 
         A row's ``_class`` (``ml.features.entity_class``) names the population it is
         compared with while it has no history. ``suppressed`` maps entities to feature names
         marked false positive: a finding whose leading feature is among them is not reported.
+
+        A partitioned worker also reads rows it does not own (``_own`` false): the class
+        sample (``_sample``), from which every worker learns the class statistics (and a
+        river detector's model and threshold) alike; it scores and keeps profiles only for its
+        own rows. With ``close=False`` the window stays open until :meth:`close` names the
+        entities alerted in it by every worker.
         """
         warm = self.windows_seen >= self.warmup_windows
-        own = isinstance(self.model, ProfileDetector)
-        if own:
+        profile = isinstance(self.model, ProfileDetector)
+        if profile:
             # the profiles adapt per entity and per class; the lowest level is the threshold
             threshold = self.levels[0] if warm else math.inf
         else:
@@ -573,18 +623,21 @@ class WindowDetector:
             x = {f: float(row.get(f, 0.0)) for f in self.features}
             if "first_seen" in x:
                 x["first_seen"] = 0.0 if profiles.seen(entity) else 1.0
-            prepared.append((entity, cls, x, row | x | {"_entity": entity, "_class": cls}))
-        profiles.begin_window((cls, x) for _, cls, x, _ in prepared)
-        for entity, cls, x, full in prepared:
-            if own:
-                score = deviation = self.model.score_one(full)
-                z = self.model.last_deviations
-            else:
-                z, _ = profiles.deviations(entity, cls, full)
-                deviation = combined_score(self.features, z)
-                score = float(self.model.score_one(x))
+            own, sample = row.get("_own", True), row.get("_sample", True)
+            prepared.append((entity, cls, x, row | x | {"_entity": entity, "_class": cls},
+                             own, sample))
+        profiles.begin_window((cls, x) for _, cls, x, _, _, sample in prepared if sample)
+        for entity, cls, x, full, own, sample in prepared:
             alerted = False
-            if score >= threshold:
+            if not profile and sample or own:
+                if profile:
+                    score = deviation = self.model.score_one(full)
+                    z = self.model.last_deviations
+                else:
+                    z, _ = profiles.deviations(entity, cls, full, sample)
+                    deviation = combined_score(self.features, z)
+                    score = float(self.model.score_one(x))
+            if own and score >= threshold:
                 order = np.argsort(-z, kind="stable")[: self.top_k]
                 sev = severity_of(deviation, self.levels)
                 lead = self.features[int(order[0])]
@@ -597,14 +650,22 @@ class WindowDetector:
                          for k in order if z[k] > 0],
                         self.name))
                     alerted = True
-            if own:
+            if profile:
                 self.model.learn_one(full | {"_alerted": alerted})
             else:
-                if self.windows_seen >= self.warmup_windows // 2:
-                    # a young model's first scores are erratic: keep them out of the threshold
-                    self.quantile.update(score)
-                self.model.learn_one(x)
-                profiles.learn(entity, cls, full, alerted=alerted)
-        profiles.end_window()
+                if sample:
+                    if self.windows_seen >= self.warmup_windows // 2:
+                        # a young model's first scores are erratic: keep them out of the
+                        # threshold
+                        self.quantile.update(score)
+                    self.model.learn_one(x)
+                profiles.learn(entity, cls, full, alerted=alerted, own=own, sample=sample)
         self.windows_seen += 1
+        if close:
+            self.close(f.entity for f in findings)
         return findings
+
+    def close(self, alerted: Iterable[str]) -> None:
+        """Close the window :meth:`process` left open: ``alerted`` are the entities of this
+        type found in it (by any worker)."""
+        self.profiles.end_window(alerted)

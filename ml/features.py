@@ -242,6 +242,31 @@ def sub_partitions(cardinality: int, workers: int, size: int, slack: float = 1.3
     return max(1, math.ceil(cardinality * slack / max(1, workers) / max(1, size)))
 
 
+def window_reads(cardinality: int, partition: int, partitions: int, sample: int,
+                 size: int) -> list[tuple[dict | None, bool, bool]]:
+    """The terms requests worker ``partition`` of ``partitions`` makes for one entity type:
+    ``(include, own, in class sample)`` for each.
+
+    The class sample is hash partition 0 of ``sample``, the same entities for every worker at
+    any worker count (``1``: every entity). The entities are read in ``M`` hash partitions,
+    ``M`` a multiple of both ``partitions`` and ``sample``, so each request is wholly in or out
+    of the worker's share (``p mod partitions``) and of the sample (``p mod sample == 0``).
+    One worker with ``sample = 1`` reads its ``k`` sub-partitions, all its own and sampled.
+
+    Examples
+    --------
+    >>> window_reads(100, 0, 1, 1, 5000)
+    [(None, True, True)]
+    >>> [(inc["partition"], own, cls) for inc, own, cls in window_reads(100, 1, 3, 1, 5000)]
+    [(0, False, True), (1, True, True), (2, False, True)]
+    >>> [(inc["partition"], own, cls) for inc, own, cls in window_reads(100, 1, 2, 2, 5000)]
+    [(0, False, True), (1, True, False), (2, False, True), (3, True, False)]
+    """
+    m = partitions * sample * sub_partitions(cardinality, partitions * sample, size)
+    return [(partition_include(p, m), p % partitions == partition, p % sample == 0)
+            for p in range(m) if p % partitions == partition or p % sample == 0]
+
+
 def _ip_terms(field: str, cidrs: Sequence[str]) -> dict:
     return {"terms": {field: list(cidrs)}}
 
@@ -307,6 +332,37 @@ def entity_aggs(entity_type: str, *, size: int, include: dict | None = None,
     else:
         raise ValueError(f"unknown entity type {entity_type!r}")
     return {"entities": {"terms": terms, "aggs": sub}}
+
+
+def within(aggs: Mapping, query: dict) -> dict:
+    """``aggs`` with every ``filter`` and ``filters`` aggregation also restricted by ``query``
+    (the window's).
+
+    The result is the same, since only the window's documents reach the aggregations, but the
+    engine then matches each filter against those documents instead of finding its matches in
+    the whole index on every request (a cost that grew with the index).
+
+    >>> a = within({"x": {"filter": DENIED, "aggs": {"y": {"filter": DENIED}}}}, {"match_all": {}})
+    >>> a["x"]["aggs"]["y"]["filter"]["bool"]["filter"]
+    [{'match_all': {}}, {'term': {'event.type': 'denied'}}]
+    """
+    def scoped(q: dict) -> dict:
+        return {"bool": {"filter": [query, q]}}
+
+    out = {}
+    for name, agg in aggs.items():
+        agg = dict(agg)
+        if "filter" in agg:
+            agg["filter"] = scoped(agg["filter"])
+        if "filters" in agg:
+            named = agg["filters"]["filters"]
+            agg["filters"] = {**agg["filters"], "filters": {
+                k: scoped(q) for k, q in named.items()} if isinstance(named, Mapping) else [
+                scoped(q) for q in named]}
+        if "aggs" in agg:
+            agg["aggs"] = within(agg["aggs"], query)
+        out[name] = agg
+    return out
 
 
 def _key(bucket: Mapping) -> str:
@@ -472,13 +528,16 @@ class NoveltyMemory:
         self.fan_in: OrderedDict[str, deque] = OrderedDict()   # target -> (window, count)
         self.windows = 0
 
-    def _new_external(self, addresses: Iterable[str]) -> int:
+    def _new_external(self, addresses: Iterable[str], remember: bool = True) -> int:
         new = 0
         for a in addresses:
             if a in self.external:
-                self.external.move_to_end(a)
+                if remember:
+                    self.external.move_to_end(a)
                 continue
             new += 1
+            if not remember:
+                continue
             self.external[a] = None
             if len(self.external) > self.max_external:
                 self.external.popitem(last=False)
@@ -494,7 +553,11 @@ class NoveltyMemory:
 
     def apply(self, entity_type: str, rows: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
         """Fill the novelty features of source rows and add ``_class``; the peer samples stay
-        (they tie findings of one attack together)."""
+        (they tie findings of one attack together).
+
+        What the estate has seen is learned from the class sample only (rows whose
+        ``_sample`` is not ``False``; ``ml.features.window_reads``), so it is the same for
+        every worker; the other rows are judged against it."""
         out = []
         if entity_type == "target":
             self.windows += 1
@@ -514,7 +577,8 @@ class NoveltyMemory:
             if entity_type == "source":
                 # an internal host reaching an address no internal host has reached before
                 inside = feats["_class"] == "internal"
-                feats["new_external_peers"] = float(self._new_external(external)) if inside else 0.0
+                feats["new_external_peers"] = float(self._new_external(
+                    external, feats.get("_sample", True))) if inside else 0.0
             out.append((entity, feats))
         return out
 

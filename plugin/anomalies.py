@@ -118,18 +118,18 @@ def anomaly_actions(index: str, docs: list[dict]) -> list[dict]:
     return out
 
 
-def active_suppressions(store, index: str, at_ms: int, default_ttl_s: float) -> dict:
-    """Entities and patterns marked false positive and still in force at ``at_ms``.
+def suppression_marks(store, index: str, default_ttl_s: float) -> list[tuple]:
+    """Every false-positive mark: ``((detector, entity_type, entity), until_ms, features)``.
 
-    Returns ``{(detector, entity_type, entity): {feature, ...}}``. A mark set by hand in
-    Kibana without ``feedback.until`` lasts ``default_ttl_s`` from the anomaly's window.
+    A mark set by hand in Kibana without ``feedback.until`` lasts ``default_ttl_s`` from the
+    anomaly's window.
     """
     body = {"size": 10000, "query": {"term": {"feedback.false_positive": True}},
             "_source": ["detector.name", "entity", "contributions.feature", "feedback",
                         "window.end"]}
     if not store.exists(index):
-        return {}
-    out: dict = {}
+        return []
+    out = []
     for hit in store.search(index, body)["hits"]["hits"]:
         src = hit["_source"]
         fb = src.get("feedback", {})
@@ -139,9 +139,17 @@ def active_suppressions(store, index: str, at_ms: int, default_ttl_s: float) -> 
         else:
             end = datetime.fromisoformat(src["window"]["end"].replace("Z", "+00:00"))
             until_ms = end.timestamp() * 1000 + default_ttl_s * 1000
-        if until_ms < at_ms:
-            continue
         pattern = fb.get("pattern") or [c["feature"] for c in src.get("contributions", [])[:1]]
         key = (src["detector"]["name"], src["entity"]["type"], src["entity"]["value"])
-        out.setdefault(key, set()).update(pattern)
+        out.append((key, until_ms, pattern))
+    return out
+
+
+def active_suppressions(marks: list[tuple], at_ms: int) -> dict:
+    """The :func:`suppression_marks` still in force at ``at_ms``:
+    ``{(detector, entity_type, entity): {feature, ...}}``."""
+    out: dict = {}
+    for key, until_ms, pattern in marks:
+        if until_ms >= at_ms:
+            out.setdefault(key, set()).update(pattern)
     return out

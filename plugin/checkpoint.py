@@ -8,6 +8,7 @@ import hmac
 import logging
 import os
 import pickle
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -159,7 +160,8 @@ def next_chain(chain: str, start_ms: int, end_ms: int) -> str:
 
 
 class OutageRetry:
-    """Retries engine calls through an outage with backoff, logging one line per outage."""
+    """Retries engine calls through an outage with backoff, logging one line per outage (also
+    when several threads wait through the same one)."""
 
     def __init__(self, url: str, initial: float = 1.0, maximum: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep,
@@ -170,24 +172,30 @@ class OutageRetry:
         self.sleep = sleep
         self.stop = stop
         self.outages = 0
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
 
     def __call__(self, what: str, fn: Callable[[], T]) -> T:
-        delay, began = self.initial, None
+        delay = self.initial
         while True:
             try:
                 result = fn()
             except EngineUnavailable as exc:
-                if began is None:
-                    began = time.monotonic()
-                    self.outages += 1
-                    log.warning("engine at %s is unavailable while %s (%s); retrying with backoff "
-                                "until it is back", self.url, what, exc)
+                with self._lock:
+                    if self._down_since is None:
+                        self._down_since = time.monotonic()
+                        self.outages += 1
+                        log.warning("engine at %s is unavailable while %s (%s); retrying with "
+                                    "backoff until it is back", self.url, what, exc)
                 if self.stop():
                     raise
                 self.sleep(delay)
                 delay = min(self.maximum, delay * 2)
                 continue
-            if began is not None:
-                log.warning("engine at %s is back after %.0f s; resuming %s", self.url,
-                            time.monotonic() - began, what)
+            if self._down_since is not None:
+                with self._lock:
+                    if self._down_since is not None:
+                        log.warning("engine at %s is back after %.0f s; resuming %s", self.url,
+                                    time.monotonic() - self._down_since, what)
+                        self._down_since = None
             return result

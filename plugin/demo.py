@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -83,13 +84,44 @@ def invoke(args: list[str]) -> None:
         raise FwsiemError(f"`fwsiem {' '.join(args)}` exited with {code}")
 
 
-def invoke_parallel(commands: list[list[str]]) -> None:
+def invoke_parallel(commands: list[list[str]], env: dict[str, str] | None = None,
+                    progress: Callable[[], str] | None = None, every: float = 10.0) -> None:
     """Run fwsiem commands as concurrent processes (e.g. one ingest per file, so the engine's
-    ingest pipelines run on every core); each prints its own summary."""
-    procs = [subprocess.Popen([sys.executable, "-m", "plugin", *args]) for args in commands]
+    ingest pipelines run on every core), with ``env`` added to their environment; each prints
+    its own summary. While they run, ``progress()`` is printed every ``every`` seconds."""
+    environ = {**os.environ, **(env or {})}
+    procs = [subprocess.Popen([sys.executable, "-m", "plugin", *args], env=environ)
+             for args in commands]
+    due = time.monotonic() + every
+    while any(p.poll() is None for p in procs):
+        time.sleep(0.2)
+        if progress is not None and time.monotonic() >= due:
+            due += every
+            try:
+                click.echo(f"      {progress()}", err=True)
+            except FwsiemError:     # the cluster is busy: the next report will tell
+                pass
     failed = [" ".join(args) for args, p in zip(commands, procs, strict=True) if p.wait() != 0]
     if failed:
         raise FwsiemError(f"these commands failed: {'; '.join(failed)}")
+
+
+def ingest_progress(store: Store, config: Config, paths: list[Path]) -> Callable[[], str]:
+    """What the ingest step reports while its shippers run: the documents in the events and
+    dead-letter indices against the lines in ``paths``."""
+    files = [f for p in paths for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
+    total = 0
+    for f in files:
+        with f.open("rb") as fh:
+            total += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    indices = f"{config.index('events_pattern')},{config.index('deadletter')}"
+    started = time.monotonic()
+
+    def report() -> str:
+        return (f"{store.count(indices):,} of {total:,} lines in the cluster "
+                f"({time.monotonic() - started:.0f} s)")
+
+    return report
 
 
 def reachable_store(config: Config) -> Store | None:
@@ -181,4 +213,7 @@ def print_summary(summary: dict, plan: DemoPlan, url: str, timings: list[tuple[s
     click.echo(f"  cluster     {url}  (indices logs-fwsiem.*, fwsiem-incidents, fwsiem-anomalies, fwsiem-recommendations)")
     click.echo(f"  simulation  {plan.sim_dir} (truth.json has the ground truth)")
     click.echo("  dashboards  fwsiem setup --kibana http://KIBANA:5601 imports them into Kibana")
-    click.echo(f"  total time  {sum(t for _, t in timings):.0f} s")
+    click.secho("\nTime per step (s):", bold=True)
+    for title, took in timings:
+        click.echo(f"  {took:7.1f}  {title}")
+    click.echo(f"  {sum(t for _, t in timings):7.1f}  total")

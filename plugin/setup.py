@@ -58,13 +58,14 @@ def template_mappings(name: str) -> dict:
     return json.loads((asset_dir("templates") / f"{name}.json").read_text())["template"]["mappings"]
 
 
-def pipeline_files(flavor: str | None = None) -> list[Path]:
-    """Every pipeline definition, one folder per format (``ingest_pipelines/<format>/<id>.json``);
-    ``<format>/<flavor>/<id>.json`` replaces ``<id>.json`` for that flavour where the engines'
-    processors differ."""
+def pipeline_files(flavor: str | None = None, root: Path | None = None) -> list[Path]:
+    """Every pipeline definition, one folder per format (``ingest_pipelines/<format>/<id>.json``,
+    or under ``root``); ``<format>/<flavor>/<id>.json`` replaces ``<id>.json`` for that flavour
+    where the engines' processors differ."""
     files: dict[str, Path] = {}
     variants: dict[str, Path] = {}
-    for folder in sorted(p for p in asset_dir("ingest_pipelines").iterdir() if p.is_dir()):
+    root = root or asset_dir("ingest_pipelines")
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         files.update((p.stem, p) for p in folder.glob("fwsiem-*.json"))
         if flavor and (folder / flavor).is_dir():
             variants.update((p.stem, p) for p in (folder / flavor).glob("fwsiem-*.json"))

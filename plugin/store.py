@@ -472,6 +472,39 @@ class Store:
         out.setdefault("_total", resp["hits"]["total"]["value"])
         return out
 
+    def aggregate_many(self, index: str, requests: list[dict], query: dict | None = None
+                       ) -> list[dict]:
+        """:meth:`aggregate` of several aggregations over the same query, in one ``_msearch``.
+
+        A search the cluster refuses fails the whole call, as :meth:`aggregate` would.
+        """
+        if not requests:
+            return []
+        head = json.dumps({"index": index, "ignore_unavailable": True,
+                           "allow_no_indices": True})
+        lines = []
+        for aggs in requests:
+            body: dict[str, Any] = {"size": 0, "aggs": aggs, "track_total_hits": True}
+            if query:
+                body["query"] = query
+            lines += [head, json.dumps(body)]
+        resp = self.request("POST", "/_msearch", body="\n".join(lines) + "\n")
+        out = []
+        for r in resp["responses"]:
+            if "error" in r:
+                status = int(r.get("status", 500))
+                reason = r["error"].get("reason", r["error"]) if isinstance(r["error"], dict) \
+                    else r["error"]
+                what = f"a search of POST /_msearch on {index} (HTTP {status}): {reason}"
+                if status in RETRY_STATUSES:
+                    raise EngineUnavailable(f"{self.safe_url} is overloaded or unavailable on "
+                                            f"{what}")
+                raise EngineRequestError(f"{self.safe_url} refused {what}")
+            aggs = r.get("aggregations", {})
+            aggs.setdefault("_total", r["hits"]["total"]["value"])
+            out.append(aggs)
+        return out
+
     def composite(self, index: str, sources: list[dict], aggs: dict | None = None,
                   query: dict | None = None, size: int = 1000) -> Iterator[dict]:
         """Every bucket of a composite aggregation, paged with ``after_key``."""

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import ipaddress
 import logging
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ml import features as F
 from ml.autoencoder import PortVectorAutoencoder
-from ml.detectors import Finding, WindowDetector, severity_of
+from ml.detectors import DETECTOR_VERSION, Finding, WindowDetector, severity_of
 from ml.incidents import IncidentTracker
-from plugin.anomalies import active_suppressions, anomaly_actions, anomaly_document, anomaly_id
+from plugin.anomalies import (
+    active_suppressions,
+    anomaly_actions,
+    anomaly_document,
+    anomaly_id,
+    iso,
+    suppression_marks,
+)
 from plugin.checkpoint import (
     Checkpoint,
     OutageRetry,
@@ -35,6 +45,11 @@ log = logging.getLogger(__name__)
 
 AE_DETECTOR = "window.ports.autoencoder"
 
+#: Windows of findings each partitioned worker keeps for the others, as a ring of documents in
+#: the state index: a worker that restarts from a checkpoint up to this many windows back
+#: still finds what the others found.
+EXCHANGE_WINDOWS = 1440
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -52,6 +67,9 @@ class RunSettings:
     entity_types: tuple = ("source", "service", "rule", "host", "target")
     max_buckets: int = 5000
     peer_sample: int = 20
+    #: class statistics are learned from one entity in ``class_sample`` (a hash sample, the
+    #: same for every worker; 1 = every entity)
+    class_sample: int = 1
     internal_networks: tuple = F.INTERNAL_NETWORKS
     ports_per_service: int = 20
     top_ports: int = 15
@@ -62,6 +80,8 @@ class RunSettings:
     ae_history_windows: int = 1440
     incident_gap_windows: int = 120
     incident_members: int = 20
+    backfill_batch: int = 60
+    read_ahead: int = 3
     feedback_ttl_s: float = 7 * 86400
     retry_max_s: float = 30.0
     seed: int = 42
@@ -87,6 +107,7 @@ class RunSettings:
             entity_types=tuple(run.get("entity_types", d.entity_types)),
             max_buckets=int(run.get("max_buckets", d.max_buckets)),
             peer_sample=int(run.get("peer_sample", d.peer_sample)),
+            class_sample=int(run.get("class_sample", d.class_sample)),
             internal_networks=tuple(str(n) for n in run.get("internal_networks",
                                                           d.internal_networks)),
             ports_per_service=int(run.get("ports_per_service", d.ports_per_service)),
@@ -98,6 +119,8 @@ class RunSettings:
             ae_history_windows=int(run.get("autoencoder_history_windows", d.ae_history_windows)),
             incident_gap_windows=int(run.get("incident_gap_windows", d.incident_gap_windows)),
             incident_members=int(run.get("incident_members", d.incident_members)),
+            backfill_batch=int(run.get("backfill_batch", d.backfill_batch)),
+            read_ahead=int(run.get("read_ahead", d.read_ahead)),
             feedback_ttl_s=parse_duration(run.get("feedback_ttl", "7d")),
             retry_max_s=parse_duration(run.get("retry_max", "30s")),
             seed=int(run.get("seed", d.seed)),
@@ -113,6 +136,9 @@ class RunSettings:
         if unknown:
             raise ConfigError(f"[run] entity_types has unknown types {sorted(unknown)}",
                               hint=f"use some of {sorted(F.ENTITY_FIELDS)}")
+        if kw["class_sample"] < 1:
+            raise ConfigError("[run] class_sample must be 1 or more",
+                              hint="1 learns the class statistics from every entity")
         if kw["window_ms"] <= 0:
             raise ConfigError("[run] window must be positive", hint="e.g. window = \"60s\"")
         unknown = {t for t, _ in kw["detectors"]} - set(F.ENTITY_FIELDS)
@@ -185,26 +211,33 @@ def row_links(etype: str, rows: list[tuple[str, dict]], focus: int = 3) -> dict:
 
 def window_documents(found: list[tuple[Finding, str, list]], links: dict,
                      tracker: IncidentTracker, start_ms: int, end_ms: int,
-                     partition: str = "0/1") -> list[dict]:
+                     partition: str = "0/1", owners: list[str] | None = None) -> list[dict]:
     """One window's findings (with their detector kind and drill-down ports) grouped into
-    incidents: the anomaly documents to write, then the incidents they touched."""
+    incidents: the anomaly documents to write, then the incidents they touched.
+
+    ``owners`` names the worker of each finding when the findings of several workers are
+    grouped together: only ``partition``'s anomalies are returned, and the incidents only to
+    worker 0 (every worker groups all of them alike)."""
     members = tracker.update([f for f, _, _ in found], links, start_ms)
+    owners = owners or [partition] * len(found)
     docs, touched = [], {}
-    for (finding, kind, any_of), m in zip(found, members, strict=True):
+    for (finding, kind, any_of), m, owner in zip(found, members, owners, strict=True):
         if not m.severity:
             continue        # folded into its incident: counted there, not written
         finding.severity = m.severity
-        doc = anomaly_document(finding, start_ms, end_ms, kind=kind, partition=partition,
+        doc = anomaly_document(finding, start_ms, end_ms, kind=kind, partition=owner,
                                any_of=any_of)
         if m.incident is not None:
             inc = m.incident
-            doc["incident"] = {"id": incident_docid(inc, partition),
-                               "role": "lead" if m.lead else "member"}
+            doc["incident"] = {"id": incident_docid(inc), "role": "lead" if m.lead else "member"}
             if len(inc.members) < tracker.max_listed:
                 inc.members.append(anomaly_id(finding.detector, finding.entity_type,
                                               finding.entity, start_ms))
             touched[id(inc)] = inc
-        docs.append(doc)
+        if owner == partition:
+            docs.append(doc)
+    if not partition.startswith("0/"):
+        return docs
     return docs + [incident_document(inc, end_ms - start_ms, partition)
                    for inc in touched.values()]
 
@@ -264,51 +297,91 @@ class WindowRunner:
         aggs = self.store.aggregate(self.events, F.top_ports_aggs(self.s.top_ports), query=q)
         return F.top_ports(aggs)
 
-    def read_window(self, start_ms: int, end_ms: int, state: RunState) -> dict:
-        """Every engine read a window needs; no state is changed here (safe to retry)."""
+    def read_window(self, start_ms: int, end_ms: int, state: RunState,
+                    marks: list | None = None) -> dict:
+        """Every engine read a window needs; no state is changed here (safe to retry).
+
+        ``marks``: the false-positive marks when the caller has read them already (once per
+        batch of windows).
+        """
+        if marks is None:
+            marks = suppression_marks(self.store, self.anomalies, self.s.feedback_ttl_s)
         q = F.window_query(start_ms, end_ms)
         aggs = F.cardinality_aggs()
         if self.uses_ports and state.src_ports + state.dst_ports:
-            aggs.update(F.port_vector_aggs(state.src_ports, state.dst_ports))
+            aggs.update(F.within(F.port_vector_aggs(state.src_ports, state.dst_ports), q))
         head = self.store.aggregate(self.events, aggs, query=q)
-        rows: dict[str, list] = {}
+        rows: dict[str, list] = {etype: [] for etype in self.s.entity_types}
+        requests: list[tuple] = []    # (entity type, own, sample, aggregation): one _msearch
         for etype in self.s.entity_types:
             card = int(head.get(etype, {}).get("value", 0) or 0)
             if card == 0:
-                rows[etype] = []
                 continue
-            k = F.sub_partitions(card, self.partitions, self.s.max_buckets)
-            out: list = []
-            for j in range(k):
-                include = F.partition_include(self.partition + self.partitions * j,
-                                              self.partitions * k)
-                resp = self.store.aggregate(self.events, F.entity_aggs(
+            for include, own, sample in F.window_reads(card, self.partition, self.partitions,
+                                                       self.s.class_sample, self.s.max_buckets):
+                requests.append((etype, own, sample, F.within(F.entity_aggs(
                     etype, size=self.s.max_buckets, include=include,
                     peer_sample=self.s.peer_sample,
                     ports_per_service=self.s.ports_per_service,
-                    internal=self.s.internal_networks), query=q)
-                if F.truncated(resp):
-                    log.warning("window %s: %s entities truncated (%d events left out); raise "
-                                "[run] max_buckets", start_ms, etype, F.truncated(resp))
-                out.extend(F.entity_rows(etype, resp))
+                    internal=self.s.internal_networks), q)))
+        found = self.store.aggregate_many(self.events, [r[-1] for r in requests], query=q)
+        for (etype, own, sample, _), resp in zip(requests, found, strict=True):
+            if F.truncated(resp):
+                log.warning("window %s: %s entities truncated (%d events left out); raise "
+                            "[run] max_buckets", start_ms, etype, F.truncated(resp))
+            part = F.entity_rows(etype, resp)
+            for _, feats in part:
+                if not own:
+                    feats["_own"] = False
+                if not sample:
+                    feats["_sample"] = False
+            rows[etype].extend(part)
+        for out in rows.values():
             out.sort(key=lambda r: r[0])
-            rows[etype] = out
         vector = None
         if "ports" in head:
             vector = F.port_vector(head, state.src_ports, state.dst_ports,
                                    (end_ms - start_ms) / 1000)
-        suppressed = active_suppressions(self.store, self.anomalies, start_ms,
-                                         self.s.feedback_ttl_s)
-        return {"rows": rows, "vector": vector, "suppressed": suppressed,
+        return {"rows": rows, "vector": vector, "suppressed": active_suppressions(marks, start_ms),
                 "events": int(head.get("_total", 0))}
 
+    def read_windows(self, bounds: list[tuple[int, int]], state: RunState,
+                     marks: list) -> Iterator[dict]:
+        """:meth:`read_window` of each window in order, with up to ``[run] read_ahead`` of
+        them in flight, so the engine aggregates the next windows while this process scores
+        the current one (reads change no state, their order does not matter)."""
+        def read(start_ms: int, end_ms: int) -> dict:
+            return self.retry(f"reading window {start_ms}-{end_ms}",
+                              lambda: self.read_window(start_ms, end_ms, state, marks))
+
+        if self.s.read_ahead <= 1 or len(bounds) == 1:
+            yield from (read(*b) for b in bounds)
+            return
+        with ThreadPoolExecutor(self.s.read_ahead, thread_name_prefix="fwsiem-read") as pool:
+            pending = deque(pool.submit(read, *b) for b in bounds[:self.s.read_ahead])
+            for b in bounds[self.s.read_ahead:]:
+                data = pending.popleft().result()
+                pending.append(pool.submit(read, *b))
+                yield data
+            while pending:
+                yield pending.popleft().result()
+
     # -- compute ------------------------------------------------------------------------------
-    def detect(self, start_ms: int, end_ms: int, data: dict, state: RunState) -> list[dict]:
+    def detect(self, start_ms: int, end_ms: int, data: dict, state: RunState,
+               chain: str = "") -> list[dict] | None:
         """Score and learn the window; returns its anomaly documents and the documents of the
-        incidents they belong to (``event.dataset`` tells them apart; changes ``state``)."""
+        incidents they belong to (``event.dataset`` tells them apart; changes ``state``).
+
+        A partitioned worker shares its findings with the others first (:meth:`exchange`;
+        ``chain`` is its checkpoint's): ``None``, and the window is not written, when the run
+        is stopped while it waits or when this worker's first window is before the first
+        window of another worker that started afresh (following live data, workers started a
+        moment apart may fall on either side of a window's end): the models then start afresh
+        with the next window, so that all begin with the same one."""
         part = f"{self.partition}/{self.partitions}"
         found: list[tuple[Finding, str, list]] = []
         links: dict = {}
+        alone = self.partitions == 1
         for etype, rows in data["rows"].items():
             if etype not in state.detectors:    # a checkpoint from before the type existed
                 state.detectors[etype] = self.new_detector(etype)
@@ -317,7 +390,8 @@ class WindowRunner:
             links.update(row_links(etype, rows))
             sup = {e: feats for (d, t, e), feats in data["suppressed"].items()
                    if d == det.name and t == etype}
-            found += [(f, det.kind, []) for f in det.process(rows, suppressed=sup)]
+            found += [(f, det.kind, []) for f in det.process(rows, suppressed=sup,
+                                                             close=alone)]
         if data["vector"] is not None:
             hit = self._autoencoder_window(start_ms, end_ms, data["vector"], state,
                                            data["suppressed"])
@@ -326,7 +400,104 @@ class WindowRunner:
         if state.incidents is None:     # a checkpoint from before incidents existed
             state.incidents = IncidentTracker(self.s.window_ms, self.s.incident_gap_windows,
                                               self.s.incident_members)
-        return window_documents(found, links, state.incidents, start_ms, end_ms, part)
+        owners = None
+        if not alone:
+            everyone = self.exchange(start_ms, chain, found, links)
+            if everyone is None:
+                return None
+            found, links, owners = everyone
+            for etype in data["rows"]:
+                state.detectors[etype].close(f.entity for f, _, _ in found
+                                             if f.entity_type == etype)
+        return window_documents(found, links, state.incidents, start_ms, end_ms, part, owners)
+
+    # -- partitioned workers ------------------------------------------------------------------
+    def _exchange_tag(self, chain: str) -> str:
+        settings = dataclasses.replace(self.s, state_key_file="", retry_max_s=0, poll_s=0,
+                                       lag_ms=0)
+        return hashlib.sha1(f"{settings!r}|{DETECTOR_VERSION}|{self.partitions}|{chain}"
+                            .encode()).hexdigest()
+
+    def _started_later(self, start_ms: int, tag: str, others: set[int],
+                       ahead: int = 5) -> bool:
+        """Whether one of ``others`` published the first window of a fresh start (``tag``)
+        within ``ahead`` windows after ``start_ms``."""
+        w = self.s.window_ms
+        return any(p.get("tag") == tag and p.get("window_start_ms", 0) > start_ms
+                   for p in self._published([(j, start_ms + w * k) for j in sorted(others)
+                                             for k in range(1, ahead + 1)]))
+
+    def _published(self, slots: list[tuple[int, int]]) -> list[dict]:
+        """The exchange payloads in the slots of ``(partition, window start)`` (``{}`` where
+        there is none yet), read in one request."""
+        ids = [self._exchange_id(j, start) for j, start in slots]
+        resp = self.retry("reading the findings of the other workers", lambda: self.store.request(
+            "POST", f"/{self.state_index}/_mget", body={"ids": ids}, ignore=(404,)))
+        return [(d.get("_source") or {}).get("payload") or {}
+                for d in (resp or {}).get("docs", [{}] * len(ids))]
+
+    def _exchange_id(self, partition: int, start_ms: int) -> str:
+        slot = start_ms // self.s.window_ms % EXCHANGE_WINDOWS
+        return f"run-findings-{partition}-of-{self.partitions}-{slot}"
+
+    def exchange(self, start_ms: int, chain: str, found: list, links: dict
+                 ) -> tuple[list, dict, list[str]] | None:
+        """Publish this worker's findings of the window in the state index and wait for every
+        other worker's: all the window's findings, in the order one worker finds them, with
+        their links and workers; ``None`` when the run is stopped while waiting, or when this
+        is the worker's first window and another started afresh after it (:meth:`detect`).
+
+        Every worker then closes the window's class rates and groups the incidents alike.
+        A document counts only from a worker with the same detection settings that has
+        processed the same windows (``chain``, the digest of those before this one).
+        """
+        tag = self._exchange_tag(chain)
+        mine = [{"finding": dataclasses.asdict(f), "kind": kind,
+                 "any_of": [list(a) for a in any_of],
+                 "links": links.get((f.entity_type, f.entity), [])}
+                for f, kind, any_of in found]
+        doc = {"@timestamp": iso(time.time() * 1000), "kind": "run-findings",
+               "worker": f"{self.partition}/{self.partitions}",
+               "payload": {"window_start_ms": start_ms, "tag": tag, "findings": mine}}
+        self.retry(f"publishing the findings of window {start_ms}", lambda: self.store.index_doc(
+            self.state_index, doc, id=self._exchange_id(self.partition, start_ms)))
+        got = {self.partition: mine}
+        delay, began, told = 0.02, time.monotonic(), 0.0
+        while len(got) < self.partitions:
+            missing = sorted(set(range(self.partitions)) - set(got))
+            for j, payload in zip(missing, self._published([(j, start_ms) for j in missing]),
+                                  strict=True):
+                if payload.get("window_start_ms") == start_ms and payload.get("tag") == tag:
+                    got[j] = payload["findings"]
+            if len(got) == self.partitions:
+                break
+            if not chain and self._following and self._started_later(start_ms, tag, set(range(self.partitions))
+                                                 - set(got)):
+                return None
+            if self.stop():
+                return None
+            waited = time.monotonic() - began
+            if waited - told >= 60:
+                told = waited
+                log.warning("window %s: waiting %.0f s for the findings of partition(s) %s of "
+                            "%d: every worker must run, from the same window, with the same "
+                            "[run] settings", start_ms, waited,
+                            ", ".join(str(j) for j in range(self.partitions) if j not in got),
+                            self.partitions)
+            time.sleep(delay)
+            delay = min(0.2, delay * 2)
+        types = {t: n for n, t in enumerate(self.s.entity_types)}
+        merged = sorted(((types.get(p["finding"]["entity_type"], len(types)),
+                          p["finding"]["entity"], j, p) for j, ps in got.items() for p in ps),
+                        key=lambda t: t[:2])
+        found, links, owners = [], {}, []
+        for _, _, j, p in merged:
+            f = Finding(**p["finding"])
+            found.append((f, p["kind"], [tuple(a) for a in p["any_of"]]))
+            if p["links"]:
+                links[(f.entity_type, f.entity)] = p["links"]
+            owners.append(f"{j}/{self.partitions}")
+        return found, links, owners
 
     def _autoencoder_window(self, start_ms, end_ms, vector, state: RunState, suppressed):
         names = F.port_vector_names(state.src_ports, state.dst_ports)
@@ -372,7 +543,9 @@ class WindowRunner:
     # -- writes -------------------------------------------------------------------------------
     def actions(self, docs: list[dict]) -> list[dict]:
         """Bulk actions for what :meth:`detect` returns: anomalies, then their incidents."""
-        incidents = [d for d in docs if d["event"]["dataset"] == INCIDENTS]
+        # an incident that grew in several windows of a batch: its latest state replaces the rest
+        incidents = list({d["incident"]["id"]: d for d in docs
+                          if d["event"]["dataset"] == INCIDENTS}.values())
         anomalies = [d for d in docs if d["event"]["dataset"] != INCIDENTS]
         return (anomaly_actions(self.anomalies, anomalies)
                 + incident_actions(self.incidents, incidents))
@@ -388,34 +561,68 @@ class WindowRunner:
         save_checkpoint(self.store, self.state_index, self.partition, self.partitions, cp,
                         self.key)
 
-    # -- one window ---------------------------------------------------------------------------
+    # -- windows ------------------------------------------------------------------------------
     def process(self, start_ms: int, end_ms: int) -> list[dict]:
         """Read, detect, write, checkpoint one window; exactly once across restarts."""
+        return self.process_batch([(start_ms, end_ms)])
+
+    def process_batch(self, bounds: list[tuple[int, int]]) -> list[dict]:
+        """Read, detect and write consecutive windows, then checkpoint once after the last.
+
+        Exactly once as with one checkpoint per window: a crash before the checkpoint leaves it
+        at the batch's start, and the restart processes the same windows from the same state,
+        which gives the same documents under the same ids, so what was written is overwritten,
+        never duplicated.
+        """
         cp = self.cp
         if cp is None:
             state = self.new_state()
             if self.uses_ports:
                 state.src_ports, state.dst_ports = self.retry(
-                    "choosing the top ports", lambda: self.choose_ports(start_ms, self._horizon))
-            cp = Checkpoint(start_ms, self.s.window_ms, 0, "", state)
-        state = cp.state
-        what = f"window {start_ms}-{end_ms}"
-        data = self.retry(f"reading {what}", lambda: self.read_window(start_ms, end_ms, state))
-        docs = self.detect(start_ms, end_ms, data, state)
-        new = Checkpoint(end_ms, self.s.window_ms, cp.windows_done + 1,
-                         next_chain(cp.chain, start_ms, end_ms), state)
+                    "choosing the top ports",
+                    lambda: self.choose_ports(bounds[0][0], self._horizon))
+            cp = Checkpoint(bounds[0][0], self.s.window_ms, 0, "", state)
+        state, chain, docs, done = cp.state, cp.chain, [], 0
+        # the false-positive marks, once per batch (each window applies those in force)
+        marks = self.retry("reading the feedback", lambda: suppression_marks(
+            self.store, self.anomalies, self.s.feedback_ttl_s))
+        reads = self.read_windows(bounds, state, marks)
+        try:
+            for (start_ms, end_ms), data in zip(bounds, reads, strict=True):
+                found = self.detect(start_ms, end_ms, data, state, chain)
+                if found is None:
+                    # stopped while waiting for the other workers, or they start with a later
+                    # window: not this window (a first window's state is dropped)
+                    break
+                docs += found
+                chain = next_chain(chain, start_ms, end_ms)
+                done += 1
+                if self.stop():
+                    break       # asked to stop: checkpoint the windows done so far
+        finally:
+            reads.close()
+        if not done:
+            return []
+        end_ms = bounds[done - 1][1]
+        new = Checkpoint(end_ms, self.s.window_ms, cp.windows_done + done, chain, state)
+        what = f"windows {bounds[0][0]}-{end_ms}"
         self.retry(f"writing {what}", lambda: self.write(docs, new))
         self.cp = new
         self.anomalies_written += sum(d["event"]["dataset"] != INCIDENTS for d in docs)
         return docs
 
     _horizon: int = 0
+    _following: bool = False    # started without --from: following live data
 
-    def windows(self, from_ms: int | None, to_ms: int | None,
+    def batches(self, from_ms: int | None, to_ms: int | None,
                 now: Callable[[], float] = time.time,
-                sleep: Callable[[float], None] = time.sleep) -> Iterator[tuple[int, int]]:
-        """The windows still to process: backfill to ``to_ms``, or follow live data."""
+                sleep: Callable[[float], None] = time.sleep) -> Iterator[list[tuple[int, int]]]:
+        """The windows still to process, backfilling to ``to_ms`` or following live data, in
+        batches that share one checkpoint: in a backfill up to ``[run] backfill_batch`` windows
+        that are all ready now, when following live data one window."""
         w = self.s.window_ms
+        size = max(1, self.s.backfill_batch) if to_ms is not None else 1
+        self._following = from_ms is None
         if self.cp is not None:
             start = self.cp.window_end_ms
             if from_ms is not None and from_ms > start:
@@ -436,5 +643,8 @@ class WindowRunner:
             if end > ready:
                 sleep(min(self.s.poll_s, (end - ready) / 1000))
                 continue
-            yield start, end
-            start = end
+            n = min(size, (self._horizon - start) // w)
+            yield [(start + i * w, start + (i + 1) * w) for i in range(n)]
+            # a batch cut short (stopping) resumes after its last checkpointed window
+            done = self.cp.window_end_ms if self.cp is not None else start
+            start = done if done > start else start + n * w

@@ -55,11 +55,12 @@ def backfill(url: str, index: str, workers: int, start: int, end: int, pids: set
     """``workers`` partitioned `fwsiem run` processes over ``[start, end)``, started together."""
     tag = f"benchpart{workers}"
     store = Store.connect(load_config(env={}).with_overrides("engine", url=url).engine)
-    for name in (f"fwsiem-anomalies-{tag}", f"fwsiem-state-{tag}"):
+    ours = [f"fwsiem-{what}-{tag}" for what in ("anomalies", "incidents", "state")]
+    for name in ours:
         store.delete_index(name)
     env = dict(os.environ, FWSIEM_URL=url, FWSIEM_INDICES_EVENTS_PATTERN=index,
-               FWSIEM_INDICES_ANOMALIES=f"fwsiem-anomalies-{tag}",
-               FWSIEM_INDICES_STATE=f"fwsiem-state-{tag}", FWSIEM_RUN_LAG="0s")
+               FWSIEM_INDICES_ANOMALIES=ours[0], FWSIEM_INDICES_INCIDENTS=ours[1],
+               FWSIEM_INDICES_STATE=ours[2], FWSIEM_RUN_LAG="0s")
     env.pop("FWSIEM_CONFIG", None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     engine_before = cpu_s(pids)
@@ -80,7 +81,7 @@ def backfill(url: str, index: str, workers: int, start: int, end: int, pids: set
         sys.exit(f"the workers processed different numbers of windows: {sorted(windows)}")
     [n] = windows
     sidecar = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    for name in (f"fwsiem-anomalies-{tag}", f"fwsiem-state-{tag}"):
+    for name in ours:
         store.delete_index(name)
     res = {"workers": workers, "windows": n, "wall_s": wall, "windows_per_s": n / wall,
            "engine_cpu_ms_per_window": 1000 * engine / n,

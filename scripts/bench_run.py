@@ -111,6 +111,7 @@ def cpu_per_window(store: Store, base, sizes: list[int], args) -> list[dict]:
         index_s = time.perf_counter() - t
         config = base.with_overrides("indices", events_pattern=index,
                                      anomalies=f"fwsiem-anomalies-benchrun{n}",
+                                     incidents=f"fwsiem-incidents-benchrun{n}",
                                      state=f"fwsiem-state-benchrun{n}")
         runner = WindowRunner(store, config)
         runner.process(T0, T0 + W)  # first window also chooses the top ports
@@ -126,7 +127,8 @@ def cpu_per_window(store: Store, base, sizes: list[int], args) -> list[dict]:
                      "wall_ms": 1000 * statistics.median(wall), "index_s": index_s})
         print(rows[-1], flush=True)
         if not args.keep:
-            for name in (index, config.index("anomalies"), config.index("state")):
+            for name in (index, config.index("anomalies"), config.index("incidents"),
+                         config.index("state")):
                 store.delete_index(name)
     return rows
 
@@ -155,6 +157,7 @@ def cli_env(url: str, events: str, tag: str) -> dict:
     env = dict(os.environ)
     env.update({"FWSIEM_URL": url, "FWSIEM_INDICES_EVENTS_PATTERN": events,
                 "FWSIEM_INDICES_ANOMALIES": f"fwsiem-anomalies-{tag}",
+                "FWSIEM_INDICES_INCIDENTS": f"fwsiem-incidents-{tag}",
                 "FWSIEM_INDICES_STATE": f"fwsiem-state-{tag}", "FWSIEM_RUN_LAG": "0s"})
     return env
 
@@ -189,12 +192,12 @@ def backfill(store: Store, args) -> dict:
     q = {"range": {"@timestamp": {"gte": start, "lt": end, "format": "epoch_millis"}}}
     events = store.count(index, q)
     tag = "benchrun-backfill"
-    for name in (f"fwsiem-anomalies-{tag}", f"fwsiem-state-{tag}"):
+    for name in (f"fwsiem-anomalies-{tag}", f"fwsiem-incidents-{tag}", f"fwsiem-state-{tag}"):
         store.delete_index(name)
     wall, cpu, rss, err = run_cli(cli_env(args.url, index, tag), "--from", str(start),
                                   "--to", str(end))
     windows = int(re.search(r"(\d+) windows processed", err).group(1))
-    for name in (f"fwsiem-anomalies-{tag}", f"fwsiem-state-{tag}"):
+    for name in (f"fwsiem-anomalies-{tag}", f"fwsiem-incidents-{tag}", f"fwsiem-state-{tag}"):
         store.delete_index(name)
     res = {"hours": args.backfill_hours, "events": events, "windows": windows, "wall_s": wall,
            "cpu_s": cpu, "rss_mb": rss, "events_per_s": events / wall,
@@ -218,7 +221,8 @@ def peak_rss(store: Store, args) -> dict:
            "rss_mb": rss, "index_s": index_s}
     print(res, flush=True)
     if not args.keep:
-        for name in (index, f"fwsiem-anomalies-{tag}", f"fwsiem-state-{tag}"):
+        for name in (index, f"fwsiem-anomalies-{tag}", f"fwsiem-incidents-{tag}",
+                     f"fwsiem-state-{tag}"):
             store.delete_index(name)
     return res
 

@@ -14,6 +14,7 @@ from plugin.demo import (
     DemoPlan,
     StepLog,
     engine_environment,
+    ingest_progress,
     invoke,
     invoke_parallel,
     print_summary,
@@ -79,17 +80,21 @@ def command(app, workdir, scenario, hours, seed, port, as_json):
     for var in ("FWSIEM_RECOMMEND_INTERNAL_NETWORKS", "FWSIEM_RUN_INTERNAL_NETWORKS"):
         if orgs and var not in os.environ:
             os.environ[var] = json.dumps(orgs)
+    inputs = [sim / "nsx", sim / "flows" / "nfdump.csv"]
     steps.run("ingest the NSX DFW log and the nfdump flows through the pipelines",
-              lambda: invoke_parallel([[*root, "ingest", "--no-progress", str(sim / "nsx")],
-                                       [*root, "ingest", "--no-progress", str(sim / "flows" / "nfdump.csv")]]))
+              lambda: invoke_parallel([[*root, "ingest", "--no-progress", str(p)] for p in inputs],
+                                      progress=ingest_progress(store, config, inputs)))
     steps.run("import the DFW rule set", lambda: invoke([*root, "rules", "import", str(sim / "rules.yaml")]))
 
-    def train():
-        invoke([*root, "train", "action", "--since", truth["start"], "--until", truth["end"], "--force"])
-        invoke([*root, "train", "traffic", "--since", truth["start"], "--until", truth["end"],
-                "--labels", str(sim / "truth.json"), "--force"])
-
-    steps.run("train the action predictor and the traffic classifier", train)
+    # The two models are independent: trained side by side, with one OpenMP thread each (on a
+    # small or busy machine, a fit's threads spin-wait on each other at every tree split).
+    steps.run("train the action predictor and the traffic classifier",
+              lambda: invoke_parallel(
+                  [[*root, "train", "action", "--since", truth["start"], "--until", truth["end"],
+                    "--force"],
+                   [*root, "train", "traffic", "--since", truth["start"], "--until", truth["end"],
+                    "--labels", str(sim / "truth.json"), "--force"]],
+                  env={"OMP_NUM_THREADS": "1"}))
     steps.run("backfill online anomaly detection over the day",
               lambda: invoke([*root, "run", "--from", truth["start"], "--to", truth["end"]]))
     steps.run("recommend: rule hygiene and allow-lists",

@@ -73,12 +73,15 @@ def command(app: AppContext, from_, to, partition):
     done = 0
     with click.progressbar(length=total or 0, label="windows", file=None,
                            show_pos=True) if total else _Null() as bar:
-        for start, end in runner.windows(from_ms, to_ms):
-            docs = runner.process(start, end)
-            done += 1
-            bar.update(1)
+        for batch in runner.batches(from_ms, to_ms):
+            before = runner.cp.windows_done if runner.cp else 0
+            docs = runner.process_batch(batch)
+            # fewer than the batch when stopping, none when a partitioned worker skips a window
+            n = (runner.cp.windows_done if runner.cp else 0) - before
+            done += n
+            bar.update(n)
             if to_ms is None:
-                log.info("window %s: %d anomalies", _iso(start), len(docs))
+                log.info("window %s: %d anomalies", _iso(batch[0][0]), len(docs))
     click.echo(f"{done} windows processed, {runner.anomalies_written} anomaly documents "
                f"written to {app.config.index('anomalies')}", err=True)
 

@@ -120,12 +120,29 @@ def test_a_failed_enrichment_is_recorded_on_the_event_never_dead_lettered():
     assert not offenders, "\n".join(offenders)
 
 
+def _routes(body: dict, name: str) -> list[str]:
+    """The pipelines a `pipeline` processor can call: its name, or for a name a script chose
+    (`{{{_tmp.pipeline}}}`) every pipeline the body's scripts name in `params.pipelines`."""
+    if "{{" not in name:
+        return [name]
+    return [target for _, kind, conf in _processors(body) if kind == "script"
+            for target in conf.get("params", {}).get("pipelines", {}).values()]
+
+
 def test_every_pipeline_processor_references_an_existing_pipeline():
     names = {p.stem for p in PIPELINE_FILES}
-    offenders = [f"{p.name} {where}: {conf['name']}" for p, b in PIPELINE_FILES.items()
-                 for where, kind, conf in _processors(b)
-                 if kind == "pipeline" and conf["name"] not in names]
+    offenders = [f"{p.name} {where}: {target}" for p, b in PIPELINE_FILES.items()
+                 for where, kind, conf in _processors(b) if kind == "pipeline"
+                 for target in _routes(b, conf["name"]) or ["(none)"] if target not in names]
     assert not offenders
+
+
+def test_every_format_the_router_detects_has_a_pipeline():
+    entry = json.loads((PIPELINES / "logs" / "fwsiem-logs.json").read_text())
+    prepare = next(conf for _, kind, conf in _processors(entry) if conf.get("tag") == "prepare_line")
+    source, pipelines = prepare["source"], prepare["params"]["pipelines"]
+    detected = set(prepare["params"]["hints"].values()) | set(re.findall(r"f = '(\w+)'", source))
+    assert detected <= set(pipelines), detected - set(pipelines)
 
 
 def test_pipelines_sit_in_one_folder_per_format():
@@ -193,7 +210,7 @@ def test_expected_documents_match_their_sample_line_count(expected: Path):
 
 @pytest.mark.parametrize(("fmt", "pipeline", "tag"), [
     ("w3c", "windows_firewall/fwsiem-windows-firewall.json", "parse_w3c_record"),
-    ("zeek", "zeek/fwsiem-zeek.json", "parse_tsv_record"),
+    ("zeek", "zeek/fwsiem-zeek.json", "parse_record"),
 ])
 def test_standard_layout_of_declared_fields_agrees_with_the_shipper(fmt, pipeline, tag):
     """The shipper leaves a header's field list out when it is the standard layout, so the

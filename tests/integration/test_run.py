@@ -181,12 +181,15 @@ def test_killed_backfill_resumes_with_every_window_exactly_once(os_dataset):
     base = make_env(dataset["url"], dataset["prefix"])
     args = ["--from", iso(T0), "--to", iso(T0 + 24 * MIN)]
     try:
+        # the reference checkpoints once for the whole day, the killed run every 3 windows
         env = dict(base, FWSIEM_INDICES_ANOMALIES=f"{ref}-anomalies",
-                   FWSIEM_INDICES_STATE=f"{ref}-state")
+                   FWSIEM_INDICES_STATE=f"{ref}-state", FWSIEM_INDICES_INCIDENTS=f"{ref}-incidents",
+                   FWSIEM_RUN_BACKFILL_BATCH="60")
         assert run_cli(env, *args).exit_code == 0
         env = dict(os.environ)
         env.update(base, FWSIEM_INDICES_ANOMALIES=f"{killed}-anomalies",
-                   FWSIEM_INDICES_STATE=f"{killed}-state")
+                   FWSIEM_INDICES_STATE=f"{killed}-state",
+                   FWSIEM_INDICES_INCIDENTS=f"{killed}-incidents", FWSIEM_RUN_BACKFILL_BATCH="3")
         proc = subprocess.Popen([sys.executable, "-m", "plugin", "run", *args], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         config = load_config(env=env)
@@ -212,10 +215,65 @@ def test_killed_backfill_resumes_with_every_window_exactly_once(os_dataset):
         assert (b.windows_done, b.chain, b.window_end_ms) == (a.windows_done, a.chain, a.window_end_ms)
         assert b.windows_done == 24
         assert anomaly_sources(store, f"{killed}-anomalies") == anomaly_sources(store, f"{ref}-anomalies")
+        assert anomaly_sources(store, f"{killed}-incidents") == anomaly_sources(store, f"{ref}-incidents")
         assert WindowRunner(store, config).s.window_ms == MIN
     finally:
         store.delete_index(f"{ref}-*")
         store.delete_index(f"{killed}-*")
+
+
+def test_a_crash_between_a_batch_and_its_checkpoint_rewrites_the_same_documents(os_dataset,
+                                                                                  monkeypatch):
+    """A backfill that dies after writing a batch's documents and before its checkpoint resumes
+    at the previous checkpoint and processes the batch again: every document once, as in a run
+    that never crashed."""
+    import plugin.windows
+
+    store = os_dataset["store"]
+    ref, crashed = os_dataset["prefix"] + "-ref", os_dataset["prefix"] + "-crash"
+    base = dict(make_env(os_dataset["url"], os_dataset["prefix"]), FWSIEM_RUN_BACKFILL_BATCH="8")
+    args = ["--from", iso(T0), "--to", iso(T0 + 24 * MIN)]
+
+    def names(prefix):
+        return {f"FWSIEM_INDICES_{kind.upper()}": f"{prefix}-{kind}"
+                for kind in ("anomalies", "state", "incidents")}
+
+    class Crash(Exception):
+        pass
+
+    checkpoints = []
+    save = plugin.windows.save_checkpoint
+
+    def save_then_crash(*a, **kw):
+        if len(checkpoints) == 1:
+            raise Crash("killed after the second batch's documents, before its checkpoint")
+        save(*a, **kw)
+        checkpoints.append(a[4].windows_done)
+
+    try:
+        assert run_cli(dict(base, **names(ref)), *args).exit_code == 0
+        monkeypatch.setattr(plugin.windows, "save_checkpoint", save_then_crash)
+        env = dict(base, **names(crashed))
+        with pytest.raises(Crash):
+            run_cli(env, *args)
+        monkeypatch.undo()
+        assert load_checkpoint(store, f"{crashed}-state", 0, 1, state_key()).windows_done == 8
+        # the scanner's window (14) lies in the second batch: its documents were written
+        written = anomaly_sources(store, f"{crashed}-anomalies")
+        assert any(d["entity"]["value"] == SCANNER for d in written.values())
+        assert run_cli(env, *args).exit_code == 0
+        a = load_checkpoint(store, f"{ref}-state", 0, 1, state_key())
+        b = load_checkpoint(store, f"{crashed}-state", 0, 1, state_key())
+        assert (b.windows_done, b.chain, b.window_end_ms) == (a.windows_done, a.chain,
+                                                              a.window_end_ms) == (24, a.chain,
+                                                                                   T0 + 24 * MIN)
+        assert anomaly_sources(store, f"{crashed}-anomalies") == anomaly_sources(
+            store, f"{ref}-anomalies")
+        assert anomaly_sources(store, f"{crashed}-incidents") == anomaly_sources(
+            store, f"{ref}-incidents")
+    finally:
+        store.delete_index(f"{ref}-*")
+        store.delete_index(f"{crashed}-*")
 
 
 def test_engine_outage_during_run_loses_no_window(tmp_path, dedicated_engine):

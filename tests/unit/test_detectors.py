@@ -326,3 +326,40 @@ def test_a_scanners_usual_bursts_are_not_news_but_a_deny_spike_is():
     assert known and usual[1] < 3.0        # Poisson at its mean rate would say 4.2 (medium)
     spike, _ = p.deviations("80.82.67.95", "external", {"events": 300, "denied": 300})
     assert spike[1] > 10.0
+
+
+@pytest.mark.parametrize("kind,sample", [("profile", 1), ("profile", 2), ("baseline", 1)])
+def test_partitioned_workers_learning_the_same_class_sample_find_what_one_worker_finds(
+        kind, sample):
+    # one worker owns every row; three own a third each and also read the others' rows of
+    # the class sample; after each window all three learn which entities were alerted
+    def detector():
+        return WindowDetector("source", SRC, kind=kind, warmup_windows=30)
+
+    one, three = detector(), [detector() for _ in range(3)]
+    rng = random.Random(5)
+    owner = {}
+    for w in range(260):
+        rows = estate(rng, w)
+        if w % 9 == 4:      # probes now and then: findings, kept out of the class rates
+            rows.append((f"45.95.168.{w % 50}", {
+                "events": 3, "dst_ips": 3, "dst_ports": 1, "denied_share": 1.0,
+                "denied": 3, "new_peers": 3, "new_peer_share": 1.0, "peers": 3,
+                "_class": "external"}))
+        if w % 23 == 7:
+            rows[w % 20] = vm_row(rng, w % 20, denied=5, denied_share=0.4,
+                                  new_external_peers=2, bytes_out=60_000_000)
+        rows.sort(key=lambda r: r[0])
+        flags = [owner.setdefault(e, len(owner) % 3) for e, _ in rows]
+        sampled = [n % sample == 0 for n in range(len(rows))]
+        expected = one.process([(e, r | {"_sample": s}) for (e, r), s in
+                                zip(rows, sampled, strict=True)])
+        found = []
+        for i, det in enumerate(three):
+            found += det.process([(e, r | {"_own": o == i, "_sample": s})
+                                  for (e, r), o, s in zip(rows, flags, sampled, strict=True)
+                                  if o == i or s], close=False)
+        for det in three:
+            det.close(f.entity for f in found)
+        assert sorted((f.entity, f.score, f.severity) for f in found) == sorted(
+            (f.entity, f.score, f.severity) for f in expected), w

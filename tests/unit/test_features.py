@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ml import features as F
 
@@ -99,14 +100,38 @@ def test_service_rows_are_ip_and_port_with_failed_share():
     assert rows["10.0.1.1:443"]["failed_share"] == 0.0
 
 
-def test_partitions_of_a_worker_cover_exactly_its_hash_class():
-    # worker I of N asks for partitions I + N*j of N*k: all hashes h with h % N == I
-    n, k = 3, 4
-    for worker in range(n):
-        asked = {worker + n * j for j in range(k)}
-        assert {h for h in range(1000) if h % (n * k) in asked} == {
-            h for h in range(1000) if h % n == worker}
-    assert F.sub_partitions(20_000, 2, 5000) * 2 * 5000 >= 20_000
+@pytest.mark.parametrize("workers,sample,cardinality", [
+    (1, 1, 100), (1, 1, 20_000), (3, 1, 100), (3, 1, 20_000), (2, 4, 100), (3, 2, 50_000)])
+def test_a_worker_reads_its_own_entities_and_the_class_sample_once_each(
+        workers, sample, cardinality):
+    # the engine puts an entity whose term hashes to h in partition h mod M
+    size = 5000
+    for worker in range(workers):
+        reads = F.window_reads(cardinality, worker, workers, sample, size)
+        m = reads[0][0]["num_partitions"] if reads[0][0] else 1
+        assert cardinality * 1.3 / m <= size      # each request fits max_buckets
+        got = {}
+        for include, own, in_sample in reads:
+            p = include["partition"] if include else 0
+            for h in range(p, 2000, m):
+                assert h not in got
+                got[h] = (own, in_sample)
+        assert got == {h: (h % workers == worker, h % sample == 0) for h in range(2000)
+                       if h % workers == worker or h % sample == 0}
+    # one worker that learns from every entity asks exactly what it always asked
+    assert len(F.window_reads(cardinality, 0, 1, 1, size)) == F.sub_partitions(
+        cardinality, 1, size)
+
+
+def test_the_estate_remembers_external_addresses_only_from_the_class_sample():
+    memory = F.NoveltyMemory()
+    out = memory.apply("source", [
+        ("10.0.0.1", {"_external_peers": ["203.0.113.9"], "_sample": False}),
+        ("10.0.0.2", {"_external_peers": ["203.0.113.9"]}),
+        ("10.0.0.3", {"_external_peers": ["203.0.113.9", "198.51.100.1"], "_sample": False}),
+        ("10.0.0.4", {"_external_peers": ["198.51.100.1"]})])
+    # outside the sample a host is judged against what the estate has seen, not remembered
+    assert [f["new_external_peers"] for _, f in out] == [1, 1, 1, 1]
 
 
 def test_port_vector_is_fixed_length_with_zeros_for_silent_ports():
