@@ -105,9 +105,8 @@ class IncidentTracker:
     address (or, when the lead shows only its standing condition, the strongest burst tied to
     it) keeps its severity, and so does its strongest ``STANDING`` condition when that raises
     the incident's (its first window, an escalation); every other member is reported at
-    ``low`` (the
-    incident carries the severity), and beyond ``max_members`` per window members are only counted
-    (folded).
+    ``low`` (the incident carries the severity), and beyond ``max_members`` per window members
+    are only counted (folded).
 
     Examples
     --------
