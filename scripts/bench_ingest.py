@@ -275,7 +275,7 @@ def header(args, store: Store, cpu: EngineCpu, in_flight: int, load0: tuple) -> 
             f"`[ingest] in_flight = {in_flight}`). Engine: {store.flavor} {store.version}, "
             f"{cpu.nodes} node(s) in {cpu.processes} process(es) (`fwsiem engine start`). "
             f"Machine: {os.cpu_count()} cores, "
-            f"{int(mem) // 2**20} GiB, **shared with other engineers' work**: load average "
+            f"{int(mem) // 2**20} GiB; load average "
             f"{load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. Date: "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
 
