@@ -7,9 +7,9 @@ On each engine (a multi-node cluster from `fwsiem engine start --nodes 3`, a sin
 engine), then the same backfill (``fwsiem run --from --to``, one-minute windows) is run by 1
 worker and by N workers started together (``--partition I/N``, real processes). Reported per
 run: windows per second of wall time (every worker covers every window, for its share of the
-entities), the engine's CPU time per window (the engine process's user + system time from
-/proc/<pid>/stat before and after, so it needs the engine on this host; a cluster that runs its
-nodes in one JVM is one process) and the workers' CPU time per window.
+entities), the engine's CPU time per window (scripts/engine_cpu.py: each engine process counted
+once, a cluster that runs its nodes in one JVM being one process) and the workers' CPU time per
+window.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench_run import heap_gib, simulated_span  # noqa: E402
 from doc_sections import replace_section  # noqa: E402
+from engine_cpu import EngineCpu
 
 from plugin.config import load_config
 from plugin.setup import run_setup
@@ -32,26 +33,9 @@ from plugin.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_709_510_400_000 + 24 * 3_600_000  # 2024-03-05T00:00:00Z, the span bench_run simulates
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def engine_pids(store: Store) -> set[int]:
-    """The operating-system processes behind the engine's nodes."""
-    nodes = store.request("GET", "/_nodes/process", params={"filter_path": "nodes.*.process.id"})
-    return {int(n["process"]["id"]) for n in nodes["nodes"].values()}
-
-
-def cpu_s(pids: set[int]) -> float:
-    """User + system CPU seconds of ``pids`` so far (fields 14 and 15 of /proc/<pid>/stat)."""
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / TICKS
-
-
-def backfill(url: str, index: str, workers: int, start: int, end: int, pids: set[int]) -> dict:
+def backfill(url: str, index: str, workers: int, start: int, end: int, cpu: EngineCpu) -> dict:
     """``workers`` partitioned `fwsiem run` processes over ``[start, end)``, started together."""
     tag = f"benchpart{workers}"
     store = Store.connect(load_config(env={}).with_overrides("engine", url=url).engine)
@@ -63,7 +47,7 @@ def backfill(url: str, index: str, workers: int, start: int, end: int, pids: set
                FWSIEM_INDICES_STATE=ours[2], FWSIEM_RUN_LAG="0s")
     env.pop("FWSIEM_CONFIG", None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    engine_before = cpu_s(pids)
+    engine_before = cpu.seconds()
     t = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-m", "plugin", "run", "--from", str(start),
                                "--to", str(end), "--partition", f"{i}/{workers}"], env=env,
@@ -71,7 +55,7 @@ def backfill(url: str, index: str, workers: int, start: int, end: int, pids: set
              for i in range(workers)]
     errs = [p.communicate()[1] for p in procs]
     wall = time.perf_counter() - t
-    engine = cpu_s(pids) - engine_before
+    engine = cpu.seconds() - engine_before
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     for p, err in zip(procs, errs, strict=True):
         if p.returncode != 0:
@@ -98,10 +82,10 @@ def bench_engine(url: str, args) -> dict:
     end = T0 + int(args.hours * 3_600_000)
     index = simulated_span(store, T0, end)
     events = store.count(index)
-    pids = engine_pids(store)
-    print(f"{url}: {store.flavor} {store.version}, {nodes} node(s), pids {sorted(pids)}, "
-          f"{events:,} events", flush=True)
-    runs = [backfill(url, index, w, T0, end, pids) for w in args.workers]
+    cpu = EngineCpu(store)
+    print(f"{url}: {store.flavor} {store.version}, {nodes} node(s) in {cpu.processes} "
+          f"process(es), {events:,} events", flush=True)
+    runs = [backfill(url, index, w, T0, end, cpu) for w in args.workers]
     if not args.keep:
         store.delete_index(index)
     return {"url": url, "nodes": nodes, "heap": heap_gib(store), "flavor": store.flavor,
