@@ -239,7 +239,12 @@ class SyslogReceiver:
             while True:
                 closing = self._closing.is_set()
                 if closing and accepting:
-                    sel.unregister(listener)
+                    # connections the kernel has already completed hold senders' lines too:
+                    # take them (beyond the cap) before the listener closes and resets them
+                    while self._accept(sel, listener, max_bytes):
+                        pass
+                    if listener in (k.fileobj for k in sel.get_map().values()):
+                        sel.unregister(listener)
                     listener.close()
                     accepting = False
                 conns = [k for k in sel.get_map().values() if k.data is not None]
@@ -267,15 +272,17 @@ class SyslogReceiver:
                 self._close(sel, key)
             sel.close()
 
-    def _accept(self, sel, listener: socket.socket, max_bytes: int) -> None:
+    def _accept(self, sel, listener: socket.socket, max_bytes: int) -> bool:
+        """Take one waiting connection; False when none waits."""
         try:
             conn, addr = listener.accept()
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         conn.setblocking(False)
         self.connections += 1
         sel.register(conn, selectors.EVENT_READ, _Conn(f"{addr[0]}:{addr[1]}",
                                                         StreamFramer(max_bytes)))
+        return True
 
     def _read(self, sel, key) -> None:
         state: _Conn = key.data

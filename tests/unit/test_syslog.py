@@ -58,3 +58,21 @@ def test_every_message_received_over_udp_and_tcp_is_shipped_once(collecting_ship
     assert messages == expected
     assert len(shipper.ids) == 200
     assert all(d["event"]["module"] == "nsx" and d["log"]["source"]["address"] for d in shipper.sent)
+
+
+def test_a_connection_still_in_the_accept_backlog_on_stop_is_read_not_reset(collecting_shipper):
+    shipper = collecting_shipper
+    batcher = LineBatcher(shipper, ShipSettings(batch_docs=50), module="nsx")
+    receiver = SyslogReceiver(batcher, udp_port=None, tcp_port=0, queue_size=10,
+                              max_connections=1).start()
+    # one silent sender holds the only slot, so the next one waits in the kernel's backlog
+    holder = socket.create_connection(("127.0.0.1", receiver.tcp_port))
+    deadline = time.monotonic() + 30
+    while receiver.connections < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with socket.create_connection(("127.0.0.1", receiver.tcp_port)) as waiting:
+        waiting.sendall(b"".join(b"<14>backlog %d\n" % i for i in range(20)))
+    receiver.stop()
+    holder.close()
+    assert sorted(d["message"] for d in shipper.sent) == sorted(
+        f"<14>backlog {i}" for i in range(20))
