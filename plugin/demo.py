@@ -15,6 +15,7 @@ import click
 
 from plugin.config import Config, EngineSettings
 from plugin.errors import EngineUnavailable, FwsiemError
+from plugin.shipping import expand_paths
 from plugin.store import Store
 
 log = logging.getLogger(__name__)
@@ -109,10 +110,9 @@ def invoke_parallel(commands: list[list[str]], env: dict[str, str] | None = None
 def ingest_progress(store: Store, config: Config, paths: list[Path]) -> Callable[[], str]:
     """What the ingest step reports while its shippers run: the documents in the events and
     dead-letter indices against the lines in ``paths``."""
-    files = [f for p in paths for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
     total = 0
-    for f in files:
-        with f.open("rb") as fh:
+    for f in expand_paths(str(p) for p in paths):     # the files `fwsiem ingest` reads
+        with open(f, "rb") as fh:
             total += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
     indices = f"{config.index('events_pattern')},{config.index('deadletter')}"
     started = time.monotonic()

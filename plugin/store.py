@@ -463,14 +463,22 @@ class Store:
                             params={"ignore_unavailable": "true", "allow_no_indices": "true"})
         return int(resp["count"])
 
-    def aggregate(self, index: str, aggs: dict, query: dict | None = None) -> dict:
+    @staticmethod
+    def _aggregation_body(aggs: dict, query: dict | None) -> dict:
         body: dict[str, Any] = {"size": 0, "aggs": aggs, "track_total_hits": True}
         if query:
             body["query"] = query
-        resp = self.search(index, body)
+        return body
+
+    @staticmethod
+    def _aggregations(resp: dict) -> dict:
+        """A search response's aggregations, with its total hits under ``_total``."""
         out = resp.get("aggregations", {})
         out.setdefault("_total", resp["hits"]["total"]["value"])
         return out
+
+    def aggregate(self, index: str, aggs: dict, query: dict | None = None) -> dict:
+        return self._aggregations(self.search(index, self._aggregation_body(aggs, query)))
 
     def aggregate_many(self, index: str, requests: list[dict], query: dict | None = None
                        ) -> list[dict]:
@@ -484,10 +492,7 @@ class Store:
                            "allow_no_indices": True})
         lines = []
         for aggs in requests:
-            body: dict[str, Any] = {"size": 0, "aggs": aggs, "track_total_hits": True}
-            if query:
-                body["query"] = query
-            lines += [head, json.dumps(body)]
+            lines += [head, json.dumps(self._aggregation_body(aggs, query))]
         resp = self.request("POST", "/_msearch", body="\n".join(lines) + "\n")
         out = []
         for r in resp["responses"]:
@@ -500,9 +505,7 @@ class Store:
                     raise EngineUnavailable(f"{self.safe_url} is overloaded or unavailable on "
                                             f"{what}")
                 raise EngineRequestError(f"{self.safe_url} refused {what}")
-            aggs = r.get("aggregations", {})
-            aggs.setdefault("_total", r["hits"]["total"]["value"])
-            out.append(aggs)
+            out.append(self._aggregations(r))
         return out
 
     def composite(self, index: str, sources: list[dict], aggs: dict | None = None,

@@ -471,8 +471,8 @@ class WindowRunner:
                     got[j] = payload["findings"]
             if len(got) == self.partitions:
                 break
-            if not chain and self._following and self._started_later(start_ms, tag, set(range(self.partitions))
-                                                 - set(got)):
+            if not chain and self._following and self._started_later(
+                    start_ms, tag, set(range(self.partitions)) - set(got)):
                 return None
             if self.stop():
                 return None
