@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from plugin.config import Config
-from plugin.errors import EngineRequestError
+from plugin.errors import EngineRequestError, FwsiemError
 from plugin.store import Store, dumps
 
 DEFAULT_DEADLETTER = "fwsiem-deadletter"
@@ -73,6 +74,84 @@ def pipeline_files(flavor: str | None = None, root: Path | None = None) -> list[
     return [files[k] for k in sorted(files)]
 
 
+#: A script whose source starts with this comment also gets the named Painless libraries'
+#: functions (``ingest_pipelines/<folder>/painless-<name>.json``) and their params, so that one
+#: script processor can do the work of several: on OpenSearch each script processor copies and
+#: walks the whole document, which costs more than most scripts' own work.
+INCLUDE = re.compile(r"\A/\*\s*fwsiem:include\s+([\w-]+(?:\s*,\s*[\w-]+)*)\s*\*/\s*")
+
+
+def painless_libraries(root: Path | None = None) -> dict[str, dict]:
+    """The Painless libraries under ``root`` (default: the packaged pipelines), by name."""
+    root = root or asset_dir("ingest_pipelines")
+    return {p.stem.removeprefix("painless-"): json.loads(p.read_text())
+            for p in sorted(root.glob("*/painless-*.json"))}
+
+
+def _resolved_script(conf: dict, libraries: dict[str, dict], seen: tuple[str, ...] = ()) -> dict:
+    match = INCLUDE.match(conf.get("source") or "")
+    if not match:
+        return conf
+    sources, params = [], {}
+    for name in (n.strip() for n in match.group(1).split(",")):
+        if name not in libraries:
+            raise FwsiemError(f"Painless library {name!r} not found: a script includes it; "
+                              f"add ingest_pipelines/<folder>/painless-{name}.json")
+        if name in seen:
+            raise FwsiemError(f"Painless library {name!r} includes itself; remove the cycle")
+        lib = _resolved_script(libraries[name], libraries, (*seen, name))
+        sources.append(lib["source"])
+        params.update(lib.get("params") or {})
+    for key, value in (conf.get("params") or {}).items():
+        if key in params and params[key] != value:
+            raise FwsiemError(f"script param {key!r} differs from an included library's; "
+                              "rename one of them")
+        params[key] = value
+    out = {**conf, "source": " ".join([*sources, conf["source"][match.end():]])}
+    if params:
+        out["params"] = params
+    return out
+
+
+def resolve_includes(body: dict, libraries: dict[str, dict]) -> dict:
+    """``body`` with every including script's source and params completed from ``libraries``.
+
+    >>> libs = {"lib": {"source": "int two() { return 2; }", "params": {"k": 1}}}
+    >>> resolve_includes({"processors": [{"script": {"source": "/* fwsiem:include lib */ "
+    ...     "ctx.n = two();"}}]}, libs)["processors"][0]["script"]
+    {'source': 'int two() { return 2; } ctx.n = two();', 'params': {'k': 1}}
+    """
+    def walk(procs):
+        out = []
+        for proc in procs or []:
+            new = {}
+            for ptype, conf in proc.items():
+                if isinstance(conf, dict):
+                    conf = dict(conf)
+                    if ptype == "script":
+                        conf = _resolved_script(conf, libraries)
+                    if "on_failure" in conf:
+                        conf["on_failure"] = walk(conf["on_failure"])
+                    if ptype == "foreach" and isinstance(conf.get("processor"), dict):
+                        conf["processor"] = walk([conf["processor"]])[0]
+                new[ptype] = conf
+            out.append(new)
+        return out
+
+    out = dict(body)
+    for part in ("processors", "on_failure"):
+        if part in out:
+            out[part] = walk(out[part])
+    return out
+
+
+def pipeline_bodies(flavor: str | None = None, root: Path | None = None) -> dict[str, dict]:
+    """Every pipeline as the engine gets it (`pipeline_files`, includes resolved), by id."""
+    libraries = painless_libraries(root)
+    return {p.stem: resolve_includes(json.loads(p.read_text()), libraries)
+            for p in pipeline_files(flavor, root)}
+
+
 def processors_used(body: dict) -> set[str]:
     """Every processor type a pipeline uses, on_failure handlers included.
 
@@ -111,8 +190,9 @@ def desired_assets(config: Config, flavor: str | None = None) -> list[Asset]:
         body["index_patterns"] = [target if is_pattern else f"{target}*"]
         assets.append(Asset("template", path.stem, body, str(path)))
     deadletter = config.index("deadletter")
+    bodies = pipeline_bodies(flavor)
     for path in pipeline_files(flavor):
-        body = _retarget_deadletter(json.loads(path.read_text()), deadletter)
+        body = _retarget_deadletter(bodies[path.stem], deadletter)
         assets.append(Asset("pipeline", path.stem, body, str(path)))
     for key in PLAIN_INDICES:
         assets.append(Asset("index", config.index(key), {}, f"[indices] {key}"))

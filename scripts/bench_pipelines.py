@@ -30,7 +30,7 @@ from pathlib import Path
 import requests
 
 from plugin.lines import DeclaredHeader, line_document
-from plugin.setup import pipeline_files
+from plugin.setup import pipeline_bodies
 
 CPU_PREFIX, BEFORE_PREFIX = "bench-cpu-", "bench-before-"
 DROP_PIPELINE, CPU_INDEX = "bench-drop", "fwsiem-bench-cpu"
@@ -86,12 +86,11 @@ def install_cpu_pipelines(session: requests.Session, url: str, flavor: str, root
                           prefix: str) -> str:
     """The pipelines under ``root`` (default: this tree's) as ``prefix``<id>, and an entry
     pipeline ending in `drop`; returns the entry pipeline's id."""
-    for path in pipeline_files(flavor, root):
-        body = _renamed(json.loads(path.read_text()), prefix)
-        if path.stem == "fwsiem-logs":
+    for name, body in pipeline_bodies(flavor, root).items():
+        body = _renamed(body, prefix)
+        if name == "fwsiem-logs":
             body["processors"].append({"drop": {"tag": "drop_after_pipelines"}})
-        session.put(f"{url}/_ingest/pipeline/{prefix}{path.stem}",
-                    json=body).raise_for_status()
+        session.put(f"{url}/_ingest/pipeline/{prefix}{name}", json=body).raise_for_status()
     return f"{prefix}fwsiem-logs"
 
 
@@ -184,9 +183,8 @@ def main() -> None:
     if args.cpu:
         cpu_mode(args, session)
         return
-    for path in pipeline_files(args.flavor):
-        body = json.loads(path.read_text())
-        session.put(f"{args.url}/_ingest/pipeline/{path.stem}", json=body).raise_for_status()
+    for name, body in pipeline_bodies(args.flavor).items():
+        session.put(f"{args.url}/_ingest/pipeline/{name}", json=body).raise_for_status()
     print(f"{'format':<14}{'lines':>8}{'seconds':>10}{'lines/s':>10}")
     for sample in sorted(PIPELINES.rglob("test-*.log")):
         if sample.name.startswith("test-deadletter"):

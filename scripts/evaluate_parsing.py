@@ -41,7 +41,7 @@ from doc_sections import replace_section  # noqa: E402
 
 from plugin.config import load_config  # noqa: E402
 from plugin.lines import line_document  # noqa: E402
-from plugin.setup import pipeline_files, processors_used, run_setup  # noqa: E402
+from plugin.setup import pipeline_bodies, processors_used, run_setup  # noqa: E402
 from plugin.store import Store  # noqa: E402
 
 # Elastic's package folder -> the vendor name in the table.
@@ -143,17 +143,8 @@ def corpus_inputs(package_dir: Path) -> list[tuple[str, list[str], list | None]]
 
 
 def install_pipelines(store: Store, root: Path) -> None:
-    """Install every ``fwsiem-*.json`` under ``root`` (flavour variants for this engine win)."""
-    bodies: dict[str, dict] = {}
-    variants: dict[str, dict] = {}
-    for path in sorted(root.rglob("fwsiem-*.json")):
-        body = json.loads(path.read_text())
-        if path.parent.name in ("elasticsearch", "opensearch"):
-            if path.parent.name == store.flavor:
-                variants[path.stem] = body
-        else:
-            bodies[path.stem] = body
-    bodies.update((k, v) for k, v in variants.items() if k in bodies)
+    """Install every pipeline under ``root`` (flavour variants for this engine win)."""
+    bodies = pipeline_bodies(store.flavor, root)
     missing = set().union(*(processors_used(b) for b in bodies.values())) - store.ingest_processors()
     if missing:
         sys.exit(f"error: {store.safe_url} lacks the ingest processors {sorted(missing)}: "
@@ -353,8 +344,8 @@ def main() -> None:
             results[label] = (vendor, real)
     finally:
         # Leave the engine as `fwsiem setup` installs it, without this run's documents.
-        for path in pipeline_files(store.flavor):
-            store.put_pipeline(path.stem, json.loads(path.read_text()))
+        for name, body in pipeline_bodies(store.flavor).items():
+            store.put_pipeline(name, body)
         for name in streams:
             store.request("DELETE", f"/_data_stream/{name}", ignore=(404,))
         store.delete_by_query(DEADLETTER, {"prefix": {"log.file.path": f"{run}-"}})

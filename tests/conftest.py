@@ -6,7 +6,6 @@ cannot be started, its tests fail under CI=true and are skipped (with the reason
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 from plugin.config import Config, load_config
 from plugin.engine import OPENSEARCH_PORTS, LocalEngine, find_free_port
-from plugin.setup import pipeline_files, processors_used
+from plugin.setup import pipeline_bodies, processors_used
 from plugin.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,7 +125,7 @@ def installed(engine):
     """The engine with every fwsiem pipeline of its flavour installed (a file in
     `ingest_pipelines/<format>/<flavor>/` replaces the one of the same id); skipped, with the
     processors it lacks named, on a build without ingest-common and Painless."""
-    bodies = {p.stem: json.loads(p.read_text()) for p in pipeline_files(engine.flavor)}
+    bodies = pipeline_bodies(engine.flavor)
     needed = set().union(*(processors_used(b) for b in bodies.values()))
     missing = sorted(needed - engine.store.ingest_processors())
     if missing:

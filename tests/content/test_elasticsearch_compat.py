@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from plugin.setup import pipeline_files
+from plugin.setup import painless_libraries, pipeline_files, resolve_includes
 
 SPEC = json.loads((Path(__file__).with_name("elasticsearch8-ingest.json")).read_text())
 PROCESSORS: dict[str, dict] = SPEC["processors"]
@@ -33,8 +33,9 @@ def _walk(procs, where):
 
 def _installed_on_elasticsearch():
     """(file, where, processor type, options) of every processor installed on Elasticsearch."""
+    libraries = painless_libraries()
     for path in pipeline_files("elasticsearch"):
-        body = json.loads(path.read_text())
+        body = resolve_includes(json.loads(path.read_text()), libraries)
         name = str(path.relative_to(path.parents[1]))
         for part in ("processors", "on_failure"):
             for where, kind, conf in _walk(body.get(part), part):

@@ -4,12 +4,10 @@ letter."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from plugin.lines import line_document
-from plugin.setup import pipeline_files, processors_used
+from plugin.setup import pipeline_bodies, processors_used
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +64,7 @@ def _value(doc: dict, path: str):
 
 @pytest.fixture(scope="module")
 def simulate(engine):
-    bodies = {p.stem: json.loads(p.read_text()) for p in pipeline_files(engine.flavor)}
+    bodies = pipeline_bodies(engine.flavor)
     missing = set().union(*(processors_used(b) for b in bodies.values()))
     missing -= engine.store.ingest_processors()
     if missing:

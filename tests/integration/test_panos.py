@@ -7,7 +7,7 @@ import json
 import pytest
 
 from plugin.lines import line_document
-from plugin.setup import pipeline_files, template_mappings
+from plugin.setup import pipeline_bodies, template_mappings
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +30,8 @@ def simulate(os_engine):
     store = os_engine.store
     if not {"script", "json", "date", "community_id"} <= store.ingest_processors():
         pytest.fail(f"{os_engine.url} lacks the ingest processors the PAN-OS pipeline needs")
-    for path in pipeline_files("opensearch"):
-        store.put_pipeline(path.stem, json.loads(path.read_text()))
+    for name, body in pipeline_bodies("opensearch").items():
+        store.put_pipeline(name, body)
 
     def run(*lines: str) -> list[dict]:
         results = store.simulate("fwsiem-logs", [line_document(x.encode()) for x in lines])

@@ -7,13 +7,13 @@ import uuid
 from click.testing import CliRunner
 
 from plugin.cli import cli
-from plugin.setup import pipeline_files, processors_used
+from plugin.setup import pipeline_bodies, processors_used
 
 
 def _setup_args(engine):
     args = ["setup"]
-    if not engine.has_processors(*set().union(*(processors_used(__import__("json").loads(p.read_text()))
-                                                 for p in pipeline_files()))):
+    if not engine.has_processors(*set().union(*(processors_used(b)
+                                                 for b in pipeline_bodies().values()))):
         args.append("--skip-pipelines")
     return args
 
@@ -79,7 +79,7 @@ def test_vendor_fields_that_look_like_dates_never_refuse_a_later_event(engine, u
 
 
 def test_cluster_without_ingest_processors_is_refused_with_the_list(engine):
-    needed = set().union(*(processors_used(__import__("json").loads(p.read_text())) for p in pipeline_files()))
+    needed = set().union(*(processors_used(b) for b in pipeline_bodies().values()))
     if engine.has_processors(*needed):
         result = CliRunner().invoke(cli, ["--url", engine.url, "setup"])
         assert result.exit_code == 0, result.output

@@ -14,7 +14,7 @@ import pytest
 
 from ml.simulate import Simulation
 from plugin.lines import line_document
-from plugin.setup import pipeline_files, processors_used
+from plugin.setup import pipeline_bodies, processors_used
 
 DEADLETTER = "fwsiem-deadletter"
 BATCH = 2000
@@ -92,7 +92,7 @@ def hour(tmp_path_factory):
 
 
 def _install(engine) -> None:
-    bodies = {p.stem: json.loads(p.read_text()) for p in pipeline_files(engine.flavor)}
+    bodies = pipeline_bodies(engine.flavor)
     missing = set().union(*map(processors_used, bodies.values())) - engine.store.ingest_processors()
     if missing and engine.flavor == "elasticsearch":
         pytest.skip(f"elasticsearch at {engine.url} lacks ingest processors "
