@@ -88,26 +88,43 @@ def painless_libraries(root: Path | None = None) -> dict[str, dict]:
             for p in sorted(root.glob("*/painless-*.json"))}
 
 
-def _resolved_script(conf: dict, libraries: dict[str, dict], seen: tuple[str, ...] = ()) -> dict:
-    match = INCLUDE.match(conf.get("source") or "")
+def _included(conf: dict) -> tuple[list[str], str]:
+    """The libraries a script names in its include comment, and its source after it."""
+    source = conf.get("source") or ""
+    match = INCLUDE.match(source)
     if not match:
+        return [], source
+    return [n.strip() for n in match.group(1).split(",")], source[match.end():]
+
+
+def _resolved_script(conf: dict, libraries: dict[str, dict]) -> dict:
+    names, rest = _included(conf)
+    if not names:
         return conf
-    sources, params = [], {}
-    for name in (n.strip() for n in match.group(1).split(",")):
+    order: list[str] = []  # every library once, each after the libraries it includes
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in path:
+            raise FwsiemError(f"Painless library {name!r} includes itself; remove the cycle")
+        if name in order:
+            return
         if name not in libraries:
             raise FwsiemError(f"Painless library {name!r} not found: a script includes it; "
                               f"add ingest_pipelines/<folder>/painless-{name}.json")
-        if name in seen:
-            raise FwsiemError(f"Painless library {name!r} includes itself; remove the cycle")
-        lib = _resolved_script(libraries[name], libraries, (*seen, name))
-        sources.append(lib["source"])
-        params.update(lib.get("params") or {})
-    for key, value in (conf.get("params") or {}).items():
-        if key in params and params[key] != value:
-            raise FwsiemError(f"script param {key!r} differs from an included library's; "
-                              "rename one of them")
-        params[key] = value
-    out = {**conf, "source": " ".join([*sources, conf["source"][match.end():]])}
+        for dep in _included(libraries[name])[0]:
+            visit(dep, (*path, name))
+        order.append(name)
+
+    for name in names:
+        visit(name, ())
+    params: dict = {}
+    for part in [*(libraries[n].get("params") or {} for n in order), conf.get("params") or {}]:
+        for key, value in part.items():
+            if key in params and params[key] != value:
+                raise FwsiemError(f"script param {key!r} differs between a script and a library "
+                                  "it includes; rename one of them")
+            params[key] = value
+    out = {**conf, "source": " ".join([*(_included(libraries[n])[1] for n in order), rest])}
     if params:
         out["params"] = params
     return out
@@ -120,6 +137,10 @@ def resolve_includes(body: dict, libraries: dict[str, dict]) -> dict:
     >>> resolve_includes({"processors": [{"script": {"source": "/* fwsiem:include lib */ "
     ...     "ctx.n = two();"}}]}, libs)["processors"][0]["script"]
     {'source': 'int two() { return 2; } ctx.n = two();', 'params': {'k': 1}}
+    >>> libs["four"] = {"source": "/* fwsiem:include lib */ int four() { return two() * 2; }"}
+    >>> resolve_includes({"processors": [{"script": {"source": "/* fwsiem:include four, lib */ "
+    ...     "ctx.n = four();"}}]}, libs)["processors"][0]["script"]["source"]
+    'int two() { return 2; } int four() { return two() * 2; } ctx.n = four();'
     """
     def walk(procs):
         out = []
