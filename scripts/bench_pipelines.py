@@ -4,6 +4,7 @@ engine CPU per line that the pipelines cost, per format, against one engine.
 Usage: python scripts/bench_pipelines.py --url http://127.0.0.1:9233 --lines 10000
        python scripts/bench_pipelines.py --url ... --cpu [--lines 20000] [--rounds 3]
               [--formats nsx_dfw,iptables]
+       python scripts/bench_pipelines.py --url ... --script-cost [--formats zeek]
 (installs the top-level pipeline files, i.e. the OpenSearch variants, or with --flavor the
 engine's own).
 
@@ -17,6 +18,13 @@ rounds are printed: on a shared machine, compare ranges, not single runs. `--bef
 installs the pipelines of an older `ingest_pipelines` folder (ids prefixed `bench-before-`) and
 measures them alternately with the current ones, line for line the same. A line that does not
 reach `drop` (a dead letter) is counted and reported.
+
+`--script-cost`: the engine CPU of one script processor whose script changes nothing, on the
+document the shipper sends for a line and on the event the pipelines make of it (each through a
+pipeline of `--scripts` such processors and `drop`, less the `drop`-only pipeline): on
+OpenSearch 2.x a script processor copies the whole document before its script runs and walks it
+after, so its cost grows with the document, which is why the pipelines run one script processor
+per event where they can (docs/formats.md, "Keeping the pipelines fast").
 """
 
 from __future__ import annotations
@@ -161,6 +169,52 @@ def cpu_mode(args, session: requests.Session) -> None:
         processor_times(session, args.url, CPU_PREFIX)
 
 
+SCRIPTS_PIPELINE = "bench-empty-scripts"
+
+
+def script_cost_mode(args, session: requests.Session) -> None:
+    """Engine CPU of one script processor whose script does (almost) nothing, on the document
+    the shipper sends and on the event the pipelines make of it: what a script processor costs
+    before its script's own work (on OpenSearch 2.x it copies the document and walks it)."""
+    from engine_cpu import EngineCpu
+
+    from plugin.config import load_config
+    from plugin.store import Store
+
+    store = Store.connect(load_config(env={}).with_overrides("engine", url=args.url).engine)
+    cpu = EngineCpu(store)
+    for name, body in pipeline_bodies(args.flavor).items():
+        session.put(f"{args.url}/_ingest/pipeline/{name}", json=body).raise_for_status()
+    fmt = (args.formats or "nsx_dfw").split(",")[0]
+    raw = bulk_bodies(fmt, args.lines, args.batch)
+    docs = [json.loads(line) for body in raw for line in body.decode().splitlines()[1::2]]
+    mapped = [r["doc"]["_source"] for r in store.simulate("fwsiem-logs", docs[:args.batch])]
+    action = json.dumps({"index": {"_index": CPU_INDEX}})
+    mapped_bodies = [("".join(f"{action}\n{json.dumps(mapped[j % len(mapped)])}\n"
+                              for j in range(i, min(i + args.batch, len(docs))))).encode()
+                     for i in range(0, len(docs), args.batch)]
+    k = args.scripts
+    empty = {"description": f"benchmark: {k} script processors that change nothing, then drop",
+             "processors": [{"script": {"tag": f"empty_{i}", "source": "ctx.remove('_bench')"}}
+                            for i in range(k)] + [{"drop": {"tag": "drop_after_scripts"}}]}
+    session.put(f"{args.url}/_ingest/pipeline/{SCRIPTS_PIPELINE}", json=empty).raise_for_status()
+    session.put(f"{args.url}/_ingest/pipeline/{DROP_PIPELINE}", json={
+        "description": "benchmark: the bulk request's own cost",
+        "processors": [{"drop": {"tag": "drop_only"}}]}).raise_for_status()
+    sizes = {"line document": len(json.dumps(docs[0])), "mapped event": len(json.dumps(mapped[0]))}
+    per: dict[str, list[float]] = {}
+    for rnd in range(args.rounds + 1):  # round 0 warms up
+        for label, bodies in (("line document", raw), ("mapped event", mapped_bodies)):
+            us0, _ = cpu_per_line(session, args.url, cpu, DROP_PIPELINE, bodies)
+            us, _ = cpu_per_line(session, args.url, cpu, SCRIPTS_PIPELINE, bodies)
+            if rnd:
+                per.setdefault(label, []).append((us - us0) / k)
+    print(f"engine CPU µs per script processor that changes nothing ({fmt}, {len(docs)} "
+          f"documents, {k} such processors, median (range) over {args.rounds} rounds)")
+    for label, us in per.items():
+        print(f"  {label:<16}{sizes[label]:>6} bytes of JSON{_summary(us):>24}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default="http://127.0.0.1:9251")
@@ -175,6 +229,12 @@ def main() -> None:
     parser.add_argument("--flavor", default="opensearch", help="which pipeline variants")
     parser.add_argument("--processors", action="store_true",
                         help="--cpu: also print the wall time per call of every processor")
+    parser.add_argument("--script-cost", action="store_true",
+                        help="engine CPU of one script processor that changes nothing, on the "
+                             "shipper's line document and on the mapped event (first of "
+                             "--formats, default nsx_dfw)")
+    parser.add_argument("--scripts", type=int, default=4,
+                        help="--script-cost: script processors in the measured pipeline")
     parser.add_argument("--before", default="",
                         help="--cpu: an older ingest_pipelines folder measured alternately "
                              "(e.g. from `git archive main ingest_pipelines | tar -x -C DIR`)")
@@ -182,6 +242,9 @@ def main() -> None:
     session = requests.Session()
     if args.cpu:
         cpu_mode(args, session)
+        return
+    if args.script_cost:
+        script_cost_mode(args, session)
         return
     for name, body in pipeline_bodies(args.flavor).items():
         session.put(f"{args.url}/_ingest/pipeline/{name}", json=body).raise_for_status()
