@@ -21,8 +21,9 @@ to `--format-lines` with their IPv4 addresses and ephemeral ports varied. Phase 
 before it is timed. For NSX the simulator's own parsed rows are also bulk-indexed (phase B0) the
 way the benchmarks before 2026-12 did: one request at a time, bodies made from the rows while
 timed, so B0's rate is partly the client's.
-Before any phase is measured, every format's first ``--warm-lines`` lines go through A, B and E
-``--warm-rounds`` times (not measured): the engine compiles the pipelines' scripts and its JIT
+Before its phases are measured, every format's first ``--warm-lines`` lines go through A, B and E,
+round after round (not measured), until phase A's engine CPU per line is within 5% of the round
+before (at most ``--warm-rounds``): the engine compiles the pipelines' scripts and its JIT
 compiler settles on them. With a single round of 2,000 lines, the JIT compiler's own threads
 still used 40-100 µs of engine CPU per line during a 20,000-line phase A.
 Engine CPU is read around each phase, once per engine process (scripts/engine_cpu.py: from
@@ -277,8 +278,8 @@ def header(args, store: Store, cpu: EngineCpu, in_flight: int, load0: tuple) -> 
             f"Command: `{cmd}` ({args.lines:,} NSX DFW lines from the simulator, "
             f"{args.format_lines:,} lines per other format varied from its samples; shipper "
             f"`[ingest] in_flight = {in_flight}`; before any phase is measured, "
-            f"{args.warm_rounds} warm-up round(s) of up to {args.warm_lines:,} lines per format "
-            f"through A, B and E). Engine: {store.flavor} {store.version}, "
+            f"warm-up rounds of up to {args.warm_lines:,} lines per format through A, B and E "
+            f"until A's engine CPU per line settles within 5%). Engine: {store.flavor} {store.version}, "
             f"{cpu.nodes} node(s) in {cpu.processes} process(es) (`fwsiem engine start`). "
             f"Machine: {os.cpu_count()} cores, "
             f"{int(mem) // 2**20} GiB; load average "
@@ -298,10 +299,11 @@ def main() -> None:
     ap.add_argument("--warm-lines", type=int, default=20_000,
                     help="Lines of each format sent through phases A, B and E before any phase "
                          "is measured (default 20,000).")
-    ap.add_argument("--warm-rounds", type=int, default=2,
-                    help="Warm-up rounds (default 2). With one round of 2,000 lines, phase A of "
-                         "a 20,000-line format measured the JIT compiling its scripts as much "
-                         "as the pipelines.")
+    ap.add_argument("--warm-rounds", type=int, default=6,
+                    help="At most this many warm-up rounds (default 6); they stop once phase "
+                         "A's engine CPU per line is within 5%% of the round before. With one "
+                         "round of 2,000 lines, phase A of a 20,000-line format measured the JIT "
+                         "compiling its scripts as much as the pipelines.")
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--write", action="store_true",
                     help="Write the table into BENCHMARKS.md (section `ingest`).")
@@ -328,9 +330,9 @@ def main() -> None:
           f"{args.lines:,} NSX lines, {args.format_lines:,} per other format; "
           f"in_flight {in_flight}", flush=True)
 
-    files: dict[str, str] = {}
-    frame = None
+    rows = []
     for i, fmt in enumerate(chosen):
+        frame = None
         if fmt == "nsx_dfw":
             lines, frame = simulated(args.lines, args.seed)
         else:
@@ -338,21 +340,27 @@ def main() -> None:
             if not lines:
                 print(f"{fmt}: no sample lines expected as events; skipped")
                 continue
-        files[fmt] = f"{tmp.name}/bench-{fmt}.log"
-        Path(files[fmt]).write_text("\n".join(lines) + "\n")
+        path = f"{tmp.name}/bench-{fmt}.log"
+        Path(path).write_text("\n".join(lines) + "\n")
         # Warm-up, not measured: the engine compiles the pipelines' scripts and its JIT settles
-        # on them and on the indexing path. Each round under its own file name, so that its lines
-        # get new ids and are indexed, not refused as already present.
+        # on them and on the indexing path; a round is repeated until its engine CPU per line is
+        # within 5% of the round before. Each round has its own file name, so that its lines get
+        # new ids and are indexed, not refused as already present. Each format is measured right
+        # after its own warm-up.
+        last = None
         for r in range(args.warm_rounds):
             warm = f"{tmp.name}/warm-{fmt}-{r}.log"
             Path(warm).write_text("\n".join(lines[:args.warm_lines]) + "\n")
-            phase_pipeline(config, store, cpu, warm)
+            a = phase_pipeline(config, store, cpu, warm)
             phase_plain(store, cpu, indexed_bodies(store, piped, warm, raw, chunk), in_flight)
             phase_plain(store, cpu, indexed_bodies(store, piped, warm, noop, chunk), in_flight,
                         pipeline=NOOP_PIPELINE)
+            us = 1e6 * a["engine_cpu"] / max(a["lines"], 1)
+            print(f"{fmt}: warm-up round {r + 1}: {us:.0f} µs of engine CPU per line", flush=True)
+            if last is not None and abs(us - last) <= 0.05 * last:
+                break
+            last = us
 
-    rows = []
-    for fmt, path in files.items():
         a = phase_pipeline(config, store, cpu, path)
         b = phase_plain(store, cpu, indexed_bodies(store, piped, path, raw, chunk), in_flight)
         e = phase_plain(store, cpu, indexed_bodies(store, piped, path, noop, chunk), in_flight,
@@ -363,7 +371,7 @@ def main() -> None:
               f"; B {b['docs']:,} docs in {b['wall']:.1f}s, engine {b['engine_cpu']:.1f}s, "
               f"client {b['client_cpu']:.1f}s; E {e['docs']:,} docs in {e['wall']:.1f}s, "
               f"engine {e['engine_cpu']:.1f}s; rate A/B {rows[-1]['ratio']:.2f}", flush=True)
-        if fmt == "nsx_dfw" and frame is not None:
+        if frame is not None:
             b0 = phase_plain(store, cpu, simulator_bodies(raw, frame, chunk))
             rows.append(row("nsx_dfw vs B0 (simulator rows, made while timed, as before)", a, b0))
             print(f"nsx_dfw B0: {b0['docs']:,} simulator rows in {b0['wall']:.1f}s, engine "
