@@ -26,6 +26,9 @@ round after round (not measured), until phase A's engine CPU per line is within 
 before (at most ``--warm-rounds``): the engine compiles the pipelines' scripts and its JIT
 compiler settles on them. With a single round of 2,000 lines, the JIT compiler's own threads
 still used 40-100 µs of engine CPU per line during a 20,000-line phase A.
+Then A, B and E run in turn for ``--rounds`` rounds (each on its own copy of the file) and each
+phase's figures are summed over the rounds, so the engine's background work (refreshes, merges)
+falls on the three alike.
 Engine CPU is read around each phase, once per engine process (scripts/engine_cpu.py: from
 /proc/<pid>/stat for an engine on this host, else one node's `_nodes/stats/process` per process,
 so nodes sharing one JVM are not counted once each); per line it is the figure the goal speaks
@@ -39,6 +42,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -246,6 +250,12 @@ def phase_plain(store: Store, cpu: EngineCpu, bodies: Iterable[bytes], in_flight
             "engine_cpu": cpu.seconds() - cpu0}
 
 
+def _add(total: dict, phase: dict) -> None:
+    """Sum one round's phase figures into ``total``."""
+    for key, value in phase.items():
+        total[key] = total.get(key, 0) + value
+
+
 def row(fmt: str, a: dict, b: dict, e: dict | None = None) -> dict:
     rate_a, rate_b = a["lines"] / a["wall"], b["docs"] / b["wall"]
     us_a, us_b = 1e6 * a["engine_cpu"] / a["lines"], 1e6 * b["engine_cpu"] / b["docs"]
@@ -279,7 +289,8 @@ def header(args, store: Store, cpu: EngineCpu, in_flight: int, load0: tuple) -> 
             f"{args.format_lines:,} lines per other format varied from its samples; shipper "
             f"`[ingest] in_flight = {in_flight}`; before any phase is measured, "
             f"warm-up rounds of up to {args.warm_lines:,} lines per format through A, B and E "
-            f"until A's engine CPU per line settles within 5%). Engine: {store.flavor} {store.version}, "
+            f"until A's engine CPU per line settles within 5%; then {args.rounds} rounds of A, B "
+            f"and E in turn, summed). Engine: {store.flavor} {store.version}, "
             f"{cpu.nodes} node(s) in {cpu.processes} process(es) (`fwsiem engine start`). "
             f"Machine: {os.cpu_count()} cores, "
             f"{int(mem) // 2**20} GiB; load average "
@@ -304,6 +315,8 @@ def main() -> None:
                          "A's engine CPU per line is within 5%% of the round before. With one "
                          "round of 2,000 lines, phase A of a 20,000-line format measured the JIT "
                          "compiling its scripts as much as the pipelines.")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="Measured rounds of A, B and E in turn, summed (default 3).")
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--write", action="store_true",
                     help="Write the table into BENCHMARKS.md (section `ingest`).")
@@ -361,10 +374,17 @@ def main() -> None:
                 break
             last = us
 
-        a = phase_pipeline(config, store, cpu, path)
-        b = phase_plain(store, cpu, indexed_bodies(store, piped, path, raw, chunk), in_flight)
-        e = phase_plain(store, cpu, indexed_bodies(store, piped, path, noop, chunk), in_flight,
-                        pipeline=NOOP_PIPELINE)
+        # A, B and E alternate over the rounds, each round with its own copy of the file, so
+        # that the engine's background work (refreshes, merges) falls on all three alike.
+        a, b, e = {}, {}, {}
+        for r in range(args.rounds):
+            copy = f"{path}.{r}"
+            shutil.copyfile(path, copy)
+            _add(a, phase_pipeline(config, store, cpu, copy))
+            _add(b, phase_plain(store, cpu, indexed_bodies(store, piped, copy, raw, chunk),
+                                in_flight))
+            _add(e, phase_plain(store, cpu, indexed_bodies(store, piped, copy, noop, chunk),
+                                in_flight, pipeline=NOOP_PIPELINE))
         rows.append(row(fmt, a, b, e))
         print(f"{fmt}: A {a['lines']:,} lines ({a['events']:,} events, {a['dead']:,} dead letters) "
               f"in {a['wall']:.1f}s, engine {a['engine_cpu']:.1f}s, shipper {a['client_cpu']:.1f}s"
