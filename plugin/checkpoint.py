@@ -161,12 +161,19 @@ def next_chain(chain: str, start_ms: int, end_ms: int) -> str:
 
 class OutageRetry:
     """Retries engine calls through an outage with backoff, logging one line per outage (also
-    when several threads wait through the same one)."""
+    when several threads wait through the same one).
+
+    ``ready``, if given, is called once when the first call succeeds after an outage, before the
+    outage is declared over: a restarted engine answers requests before its shards are
+    allocated, and without the wait the next search fails again (HTTP 503) as a second outage.
+    """
 
     def __init__(self, url: str, initial: float = 1.0, maximum: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep,
-                 stop: Callable[[], bool] = lambda: False) -> None:
+                 stop: Callable[[], bool] = lambda: False,
+                 ready: Callable[[], object] | None = None) -> None:
         self.url = url
+        self.ready = ready
         self.initial = initial
         self.maximum = maximum
         self.sleep = sleep
@@ -195,6 +202,11 @@ class OutageRetry:
             if self._down_since is not None:
                 with self._lock:
                     if self._down_since is not None:
+                        if self.ready is not None:
+                            try:
+                                self.ready()
+                            except EngineUnavailable:
+                                pass  # down again: the next call retries and reports it
                         log.warning("engine at %s is back after %.0f s; resuming %s", self.url,
                                     time.monotonic() - self._down_since, what)
                         self._down_since = None

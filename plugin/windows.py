@@ -257,7 +257,9 @@ class WindowRunner:
         self.incidents = config.index("incidents")
         self.state_index = config.index("state")
         self.stop = stop
-        self.retry = OutageRetry(store.safe_url, maximum=self.s.retry_max_s, stop=stop)
+        # once back, wait (at most 30 s) until the engine's shards are allocated again
+        self.retry = OutageRetry(store.safe_url, maximum=self.s.retry_max_s, stop=stop,
+                                 ready=lambda: store.health("yellow", "30s"))
         self.cp: Checkpoint | None = None
         self.anomalies_written = 0
         self.key = state_key(self.s.state_key_file)

@@ -56,3 +56,30 @@ def test_a_truncated_key_file_is_a_clear_error(tmp_path):
     path.chmod(0o600)
     with pytest.raises(ConfigError, match="too short"):
         state_key(path)
+
+
+def test_an_outage_is_declared_over_only_after_the_engine_is_ready_again(caplog):
+    """A restarted engine answers before its shards are allocated: `ready` runs once, first."""
+    from plugin.checkpoint import OutageRetry
+    from plugin.errors import EngineUnavailable
+
+    events: list[str] = []
+    answers = iter([EngineUnavailable("down"), EngineUnavailable("down"), "ok", "ok again"])
+
+    def call():
+        got = next(answers)
+        if isinstance(got, Exception):
+            events.append("refused")
+            raise got
+        events.append("answered")
+        return got
+
+    retry = OutageRetry("http://127.0.0.1:9", sleep=lambda s: None,
+                        ready=lambda: events.append("ready"))
+    with caplog.at_level("WARNING", logger="plugin.checkpoint"):
+        assert retry("reading", call) == "ok"
+        assert retry("reading", call) == "ok again"
+    assert events == ["refused", "refused", "answered", "ready", "answered"]
+    assert retry.outages == 1
+    assert [r.getMessage().split(" is ")[1][:11] for r in caplog.records] == ["unavailable",
+                                                                              "back after "]
