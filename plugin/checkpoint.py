@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from plugin.errors import ArtifactIntegrityError, ConfigError, EngineUnavailable
+from plugin.errors import ArtifactIntegrityError, ConfigError, EngineUnavailable, FwsiemError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -205,8 +205,9 @@ class OutageRetry:
                         if self.ready is not None:
                             try:
                                 self.ready()
-                            except EngineUnavailable:
-                                pass  # down again: the next call retries and reports it
+                            except FwsiemError:
+                                pass  # best effort: down again (the next call retries and
+                                # reports it), or a user not allowed the cluster's health
                         log.warning("engine at %s is back after %.0f s; resuming %s", self.url,
                                     time.monotonic() - self._down_since, what)
                         self._down_since = None

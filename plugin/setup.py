@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -142,27 +143,10 @@ def resolve_includes(body: dict, libraries: dict[str, dict]) -> dict:
     ...     "ctx.n = four();"}}]}, libs)["processors"][0]["script"]["source"]
     'int two() { return 2; } int four() { return two() * 2; } ctx.n = four();'
     """
-    def walk(procs):
-        out = []
-        for proc in procs or []:
-            new = {}
-            for ptype, conf in proc.items():
-                if isinstance(conf, dict):
-                    conf = dict(conf)
-                    if ptype == "script":
-                        conf = _resolved_script(conf, libraries)
-                    if "on_failure" in conf:
-                        conf["on_failure"] = walk(conf["on_failure"])
-                    if ptype == "foreach" and isinstance(conf.get("processor"), dict):
-                        conf["processor"] = walk([conf["processor"]])[0]
-                new[ptype] = conf
-            out.append(new)
-        return out
-
-    out = dict(body)
-    for part in ("processors", "on_failure"):
-        if part in out:
-            out[part] = walk(out[part])
+    out = copy.deepcopy(body)
+    for ptype, conf in processors(out):
+        if ptype == "script":
+            conf.update(_resolved_script(conf, libraries))
     return out
 
 
@@ -173,26 +157,34 @@ def pipeline_bodies(flavor: str | None = None, root: Path | None = None) -> dict
             for p in pipeline_files(flavor, root)}
 
 
+def processors(body: dict) -> Iterator[tuple[str, dict]]:
+    """Every processor of a pipeline as (type, options), on_failure handlers and foreach's
+    processor included; the options are the body's own dicts.
+
+    >>> [t for t, _ in processors({"processors": [{"set": {"on_failure": [{"fail": {}}]}}]})]
+    ['set', 'fail']
+    """
+    def walk(procs):
+        for proc in procs or []:
+            for ptype, conf in proc.items():
+                if not isinstance(conf, dict):
+                    continue
+                yield ptype, conf
+                yield from walk(conf.get("on_failure"))
+                if ptype == "foreach" and isinstance(conf.get("processor"), dict):
+                    yield from walk([conf["processor"]])
+
+    yield from walk(body.get("processors"))
+    yield from walk(body.get("on_failure"))
+
+
 def processors_used(body: dict) -> set[str]:
     """Every processor type a pipeline uses, on_failure handlers included.
 
     >>> sorted(processors_used({"processors": [{"grok": {}}, {"set": {"on_failure": [{"fail": {}}]}}]}))
     ['fail', 'grok', 'set']
     """
-    found: set[str] = set()
-
-    def walk(procs):
-        for proc in procs or []:
-            for ptype, conf in proc.items():
-                found.add(ptype)
-                if isinstance(conf, dict):
-                    walk(conf.get("on_failure"))
-                    if ptype == "foreach" and isinstance(conf.get("processor"), dict):
-                        walk([conf["processor"]])
-
-    walk(body.get("processors"))
-    walk(body.get("on_failure"))
-    return found
+    return {ptype for ptype, _ in processors(body)}
 
 
 def _retarget_deadletter(body: dict, index: str) -> dict:

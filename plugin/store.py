@@ -286,9 +286,14 @@ class Store:
                                      hint="check --username/--password or --api-key")
             err.status = status
             return err
+        return self._status_error(status, what, reason,
+                                  f", after {self.settings.max_retries} retries")
+
+    def _status_error(self, status: int, what: str, reason: Any, retried: str = "") -> Exception:
+        """The error for an HTTP status the engine answered ``what`` with."""
         if status in RETRY_STATUSES:
             return EngineUnavailable(f"{self.safe_url} is overloaded or unavailable on {what} "
-                                     f"(HTTP {status}, after {self.settings.max_retries} retries): {reason}")
+                                     f"(HTTP {status}{retried}): {reason}")
         err = EngineRequestError(f"{self.safe_url} refused {what} (HTTP {status}): {reason}")
         err.status = status  # the shipper tells a refusal of the cluster from one of the data
         return err
@@ -497,14 +502,10 @@ class Store:
         out = []
         for r in resp["responses"]:
             if "error" in r:
-                status = int(r.get("status", 500))
-                reason = r["error"].get("reason", r["error"]) if isinstance(r["error"], dict) \
-                    else r["error"]
-                what = f"a search of POST /_msearch on {index} (HTTP {status}): {reason}"
-                if status in RETRY_STATUSES:
-                    raise EngineUnavailable(f"{self.safe_url} is overloaded or unavailable on "
-                                            f"{what}")
-                raise EngineRequestError(f"{self.safe_url} refused {what}")
+                error = r["error"]
+                reason = error.get("reason", error) if isinstance(error, dict) else error
+                raise self._status_error(int(r.get("status", 500)),
+                                         f"a search of POST /_msearch on {index}", reason)
             out.append(self._aggregations(r))
         return out
 

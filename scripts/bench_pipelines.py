@@ -102,6 +102,12 @@ def install_cpu_pipelines(session: requests.Session, url: str, flavor: str, root
     return f"{prefix}fwsiem-logs"
 
 
+def install_pipelines(session: requests.Session, url: str, flavor: str) -> None:
+    """This tree's pipelines under their own ids, as `fwsiem setup` installs them."""
+    for name, body in pipeline_bodies(flavor).items():
+        session.put(f"{url}/_ingest/pipeline/{name}", json=body).raise_for_status()
+
+
 def _summary(us: list[float]) -> str:
     us = sorted(us)
     return f"{statistics.median(us):.1f} ({us[0]:.1f}-{us[-1]:.1f})"
@@ -183,8 +189,7 @@ def script_cost_mode(args, session: requests.Session) -> None:
 
     store = Store.connect(load_config(env={}).with_overrides("engine", url=args.url).engine)
     cpu = EngineCpu(store)
-    for name, body in pipeline_bodies(args.flavor).items():
-        session.put(f"{args.url}/_ingest/pipeline/{name}", json=body).raise_for_status()
+    install_pipelines(session, args.url, args.flavor)
     fmt = (args.formats or "nsx_dfw").split(",")[0]
     raw = bulk_bodies(fmt, args.lines, args.batch)
     docs = [json.loads(line) for body in raw for line in body.decode().splitlines()[1::2]]
@@ -246,8 +251,7 @@ def main() -> None:
     if args.script_cost:
         script_cost_mode(args, session)
         return
-    for name, body in pipeline_bodies(args.flavor).items():
-        session.put(f"{args.url}/_ingest/pipeline/{name}", json=body).raise_for_status()
+    install_pipelines(session, args.url, args.flavor)
     print(f"{'format':<14}{'lines':>8}{'seconds':>10}{'lines/s':>10}")
     for sample in sorted(PIPELINES.rglob("test-*.log")):
         if sample.name.startswith("test-deadletter"):
