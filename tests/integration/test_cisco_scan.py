@@ -17,7 +17,7 @@ HEADER = "<166>Mar  4 2024 07:05:03 fw01 : %"
 # message tag and body as firewalls write them, with the variants the scan must read exactly as
 # the groks do (IPv6, names for addresses, notes and users in brackets, reasons, ICMP type and
 # code, hashes) and ones it must leave to them (an interface name with a space, an IPv4-mapped
-# IPv6 address, a Probe connection, `for user`, a non-ASCII user, an empty hash)
+# IPv6 address, `for user`, a non-ASCII user, an empty hash, a VPN message of its own pattern)
 MESSAGES = [
     'ASA-6-302013: Built inbound TCP connection 4001 for outside:2001:db8::70/51234 (2001:db8::70/51234) to dmz:2001:db8:1::10/443 (2001:db8:1::10/443)',
     'ASA-6-302013: Built inbound TCP connection 4002 for outside:198.51.100.7/51234 (203.0.113.9/40000)(LOCAL\\alice, 17:Contractors) to inside:10.1.1.5/443 (10.1.1.5/443)(LOCAL\\bob) (carol)',
@@ -48,8 +48,15 @@ MESSAGES = [
     'ASA-4-733100: [  Scanning ] drop rate-1 exceeded. Current burst rate is -1 per second, max configured rate is 10; Current average rate is 5 per second, max configured rate is 5; Cumulative total count is 3009',
     'ASA-4-733101: Subnet 10.1.1.0 is targeted. Current burst rate is 200 per second, max configured rate is 0; Cumulative total count is 6000',
     'ASA-3-313005: No matching connection for ICMP error message: icmp src outside:198.51.100.7 dst inside:10.1.1.5 (type 3, code 3) on outside interface.  Original IP payload: udp src 10.1.1.5/53 dst 198.51.100.7/40000.',
+    'ASA-5-722037: Group <GroupPolicy Employee> User <foo.bar@example.com> IP <192.168.0.1> SVC '
+    'closing connection: DPD failure.',
+    'ASA-6-716059: Group GROUP_1 User USER_1 IP 2001:db8::9, AnyConnect session resumed.',
+    'ASA-6-113039: Group <Staff> User IP <198.51.100.7> AnyConnect parent session started.',
+    'ASA-4-722051: Group <Staff> User <j.doe> IP <198.51.100.70> IPv4 Address <10.250.0.17> '
+    'IPv6 address <::> assigned to session',
 ]
-SCANNED = [not any(x in m for x in ("my outside", "::ffff:", "for user", "Jörg", "[]"))
+SCANNED = [not any(x in m for x in ("my outside", "::ffff:", "for user", "Jörg", "[]", "User IP",
+                                   "IPv4 Address"))
            for m in MESSAGES]
 
 
