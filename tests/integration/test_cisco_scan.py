@@ -17,7 +17,7 @@ HEADER = "<166>Mar  4 2024 07:05:03 fw01 : %"
 # message tag and body as firewalls write them, with the variants the scan must read exactly as
 # the groks do (IPv6, names for addresses, notes and users in brackets, reasons, ICMP type and
 # code, hashes) and ones it must leave to them (an interface name with a space, an IPv4-mapped
-# IPv6 address, `for user`, a non-ASCII user, an empty hash, a VPN message of its own pattern)
+# IPv6 address, `for user`, a non-ASCII user, an empty hash or user, `User IP`)
 MESSAGES = [
     'ASA-6-302013: Built inbound TCP connection 4001 for outside:2001:db8::70/51234 (2001:db8::70/51234) to dmz:2001:db8:1::10/443 (2001:db8:1::10/443)',
     'ASA-6-302013: Built inbound TCP connection 4002 for outside:198.51.100.7/51234 (203.0.113.9/40000)(LOCAL\\alice, 17:Contractors) to inside:10.1.1.5/443 (10.1.1.5/443)(LOCAL\\bob) (carol)',
@@ -54,9 +54,16 @@ MESSAGES = [
     'ASA-6-113039: Group <Staff> User IP <198.51.100.7> AnyConnect parent session started.',
     'ASA-4-722051: Group <Staff> User <j.doe> IP <198.51.100.70> IPv4 Address <10.250.0.17> '
     'IPv6 address <::> assigned to session',
+    'ASA-6-113005: AAA user authentication Rejected : reason = Invalid password : server = '
+    '10.0.1.20 : user = j doe  : user IP = 2001:db8::30',
+    'ASA-6-113004: AAA user authorization Successful: server = radius01 , User = alice',
+    'ASA-6-605004: Login denied from 198.51.100.73/52000 to outside:203.0.113.1/ssh for user ""',
+    'ASA-6-737026: IPAA: Client assigned 10.250.0.17 from local pool',
+    'ASA-6-602303: IPSEC: An outbound LAN-to-LAN SA (SPI= 0x0A1B2C3D) between 203.0.113.1 and '
+    '198.51.100.126 (user= branch-1) has been created.',
 ]
 SCANNED = [not any(x in m for x in ("my outside", "::ffff:", "for user", "Jörg", "[]", "User IP",
-                                   "IPv4 Address"))
+                                   'user ""'))
            for m in MESSAGES]
 
 
