@@ -193,3 +193,34 @@ def test_cisco_names_odd_ports_and_multiline_bodies_never_dead_letter(installed)
     assert docs[2]["source"]["ip"] == "198.51.100.5"
     assert docs[2]["cisco"]["asa"]["total_count"] == 500
     assert "fwsiem_body_unmapped" not in docs[2].get("tags", [])
+
+
+PF_CSV = ("5,,,1000000103,igb1,match,block,in,4,0x0,,64,12345,0,DF,6,tcp,60,203.0.113.50,"
+          "192.168.1.10,51234,22,0,S,123456789,,64240,,mss;sackOK;TS;nop;wscale")
+PF_LOGIN = "Accepted publickey for admin from 192.168.1.5 port 50022 ssh2"
+PF_DHCP = "DHCPACK on 192.168.1.50 to 02:00:00:00:00:50 (laptop) via igb1"
+
+
+@pytest.mark.parametrize(("common", "other"), [
+    # a host name that is an IPv6 address: the grok reads the header, the same library maps it
+    (f"<134>Mar  5 10:00:22 fw-1 filterlog[1111]: {PF_CSV}",
+     f"<134>Mar  5 10:00:22 2001:db8::1 filterlog[1111]: {PF_CSV}"),
+    (f"<190>Mar  5 10:00:19 fw-1 dhcpd[4444]: {PF_DHCP}",
+     f"<190>Mar  5 10:00:19 2001:db8::1 dhcpd[4444]: {PF_DHCP}"),
+    # an offset without its colon: the date processor reads the time, the separate processors map
+    (f"<134>2023-10-19T22:38:12.500+00:00 fw-1 filterlog[12345]: {PF_CSV}",
+     f"<134>2023-10-19T22:38:12.5+0000 fw-1 filterlog[12345]: {PF_CSV}"),
+    (f"<38>2024-03-05T10:00:15+00:00 fw-1 sshd[999]: {PF_LOGIN}",
+     f"<38>2024-03-05T10:00:15+0000 fw-1 sshd[999]: {PF_LOGIN}"),
+], ids=["filterlog-ipv6-host", "dhcpd-ipv6-host", "filterlog-offset", "sshd-offset"])
+def test_pfsense_header_shapes_the_scan_leaves_to_the_grok_give_the_same_event(
+        installed, common, other):
+    docs = _simulated(installed, [common, other])
+    assert [d.get("_index") for d in docs] == [None, None]
+    for doc in docs:
+        doc["event"].pop("original")
+        doc["event"].pop("ingested")
+        doc["log"].pop("offset")
+        doc["observer"].pop("hostname")
+    assert docs[0] == docs[1]
+    assert {"pfsense", "process"} & set(docs[0]), "the body is mapped, not only the header"

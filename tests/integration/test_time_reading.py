@@ -91,12 +91,25 @@ def test_cisco_header_times_read_as_the_date_processor_reads_them(installed):
     assert got == expected
 
 
-def test_fortigate_date_and_time_read_as_the_date_processor_reads_them(installed):
-    config = _processor("fortigate/fwsiem-fortigate-fields.json", "parse_date_time")
+FORTIGATE_LINES = {
+    "fortigate/fwsiem-fortigate.json": (
+        'date={d} time={t} tz="{z}" devname=fw01 devid=FG100F logid=0000000013 type=traffic '
+        "subtype=forward level=notice srcip=10.0.0.1 srcport=1234 dstip=10.0.0.2 dstport=80 "
+        "proto=6 action=deny"),
+    "fortigate/fwsiem-fortigate-fields.json": (
+        "CEF:0|Fortinet|Fortigate|v7.2.5|00013|traffic:forward deny|3|deviceExternalId=FG100F "
+        "FTNTFGTlogid=0000000013 cat=traffic:forward FTNTFGTlevel=notice FTNTFGTdate={d} "
+        "FTNTFGTtime={t} FTNTFGTtz={z} src=10.0.0.1 spt=1234 dst=10.0.0.2 dpt=80 proto=6 act=deny"),
+}
+
+
+@pytest.mark.parametrize("path", sorted(FORTIGATE_LINES))
+def test_fortigate_date_and_time_read_as_the_date_processor_reads_them(installed, path):
+    """The native log (fwsiem-fortigate) and FortiGate CEF (fwsiem-fortigate-fields, after
+    parse_cef) each end with the date processor for the times the mapping script leaves."""
+    config = _processor(path, "parse_date_time")
     expected = _date_processor(installed, config,
                                [{"v": f"{d} {t} {z}"} for d, t, z in FORTIGATE_TIMES])
     assert None not in expected
-    lines = [f'date={d} time={t} tz="{z}" devname=fw01 devid=FG100F logid=0000000013 '
-             f"type=traffic subtype=forward level=notice srcip=10.0.0.1 srcport=1234 "
-             f"dstip=10.0.0.2 dstport=80 proto=6 action=deny" for d, t, z in FORTIGATE_TIMES]
+    lines = [FORTIGATE_LINES[path].format(d=d, t=t, z=z) for d, t, z in FORTIGATE_TIMES]
     assert [doc["@timestamp"] for doc in _through_fwsiem(installed, lines)] == expected
